@@ -1,0 +1,95 @@
+# camagent — top-level entry points. `make help` lists them.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+BUILD := build
+
+# Debian packages the tests and tools run for real.
+APT_PACKAGES := mosquitto mosquitto-clients flashrom squashfs-tools u-boot-tools \
+	shellcheck inotify-tools openssl xz-utils
+# Commands those packages provide, used to decide whether apt-get is needed.
+APT_COMMANDS := mosquitto mosquitto_pub flashrom mksquashfs unsquashfs mkimage \
+	shellcheck inotifywait openssl xz
+
+# umqtt.simple 1.3.4 = what MicroPython 1.22 ships. Its sdist has no setup.py, so
+# pip refuses to install it; `pip download --no-clean` still unpacks it for us.
+UMQTT_VERSION := 1.3.4
+UMQTT := $(BUILD)/vendor/umqtt/simple.py
+
+BOARD ?= imou-ranger-rc-4mp
+OPENIPC ?= $(HOME)/openipc-firmware
+FIRMWARE ?= openipc.ssc337-nor-lite.tgz
+MICROPYTHON ?=
+PORT ?= /dev/ttyUSB0
+IMAGE ?= $(BUILD)/camagent-$(BOARD).bin
+
+.PHONY: help demo test bench deps venv mpy image repack backup flash flash-uboot clean
+
+help:
+	@echo "make demo         simulated camera + embedded broker, driven over MQTT"
+	@echo "make test         install what is missing, run the test suite"
+	@echo "make bench        speed and footprint benchmarks (bench/results.json)"
+	@echo "make mpy          compile the agent to .mpy (build/mpy)"
+	@echo "make image        build an OpenIPC image with camagent (OPENIPC=dir BOARD=...)"
+	@echo "make repack       add camagent to an OpenIPC release (FIRMWARE=... MICROPYTHON=...)"
+	@echo "make backup       read the camera's flash twice into backups/ (flashrom)"
+	@echo "make flash        write IMAGE=... after a verified backup (flashrom)"
+	@echo "make flash-uboot  write IMAGE=... through the stock U-Boot (PORT=... SERVER_IP=... CAMERA_IP=...)"
+
+deps:
+	@missing=""; for c in $(APT_COMMANDS); do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages (missing:$$missing)"; \
+		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) >/dev/null; \
+	fi
+
+$(VENV)/.stamp: hostside/pyproject.toml requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -r requirements-dev.txt -e hostside
+	touch $@
+
+$(UMQTT): | $(VENV)/.stamp
+	rm -rf $(BUILD)/pipdl && mkdir -p $(BUILD)/pipdl $(dir $@)
+	-TMPDIR=$(CURDIR)/$(BUILD)/pipdl $(PIP) download -q --no-deps --no-binary :all: \
+		--no-clean -d $(BUILD)/pipdl/dl micropython-umqtt-simple==$(UMQTT_VERSION) >/dev/null 2>&1
+	cp $(BUILD)/pipdl/pip-download-*/*/umqtt/simple.py $@
+	touch $(dir $@)__init__.py
+	rm -rf $(BUILD)/pipdl
+
+venv: $(VENV)/.stamp $(UMQTT)
+
+test: deps venv
+	$(PY) -m pytest -q tests
+
+demo: venv
+	$(PY) -m camhost demo
+
+bench: deps venv
+	$(PY) bench/run.py
+
+mpy: venv
+	$(PY) -m camhost image mpy --out $(BUILD)/mpy
+
+image: venv
+	$(PY) -m camhost image build --board $(BOARD) --openipc $(OPENIPC)
+
+repack: venv
+	$(PY) -m camhost image repack --board $(BOARD) --firmware $(FIRMWARE) --micropython $(MICROPYTHON)
+
+backup: venv
+	$(PY) -m camhost backup
+
+flash: venv
+	$(PY) -m camhost flash $(IMAGE)
+
+flash-uboot: venv
+	$(PY) -m camhost flash-uboot $(IMAGE) --port $(PORT) --server-ip $(SERVER_IP) --camera-ip $(CAMERA_IP)
+
+clean:
+	rm -rf $(BUILD) .pytest_cache
+	find . -name __pycache__ -prune -exec rm -rf {} +

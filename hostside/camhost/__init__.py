@@ -1,0 +1,3 @@
+"""camhost: host-side tools for camagent cameras."""
+
+__version__ = "0.1.0"

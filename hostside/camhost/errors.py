@@ -1,0 +1,9 @@
+"""The one exception type camhost commands raise for a user-facing failure."""
+
+
+class CamhostError(Exception):
+    """A failure with a message that says what went wrong and what to do next."""
+
+    def __init__(self, message, exit_code=1):
+        super().__init__(message)
+        self.exit_code = exit_code
