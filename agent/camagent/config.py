@@ -1,0 +1,224 @@
+"""The agent's JSON config: defaults, validation, and one-line errors.
+
+Every key is checked against the type of its default, unknown keys are refused
+(a typo must not silently fall back to a default), and a bad value raises
+ConfigError naming the file and the dotted key.
+"""
+import json
+
+from . import boards
+from .compat import hostname
+
+DEFAULT_PATH = "/etc/camagent.json"
+
+MQTT_DEFAULTS = {
+    "host": "",                  # empty: MQTT off, the agent only drives the hardware
+    "port": 1883,
+    "username": "",
+    "password": "",
+    "client_id": "",             # empty: "camagent-<device_id>"
+    "keepalive": 60,
+    "prefix": "camagent",
+    "discovery": True,
+    "discovery_prefix": "homeassistant",
+    "state_interval": 300,
+    "move_increment_deg": 10.0,
+    "tls": {"enabled": False, "ca_file": "", "cert_file": "", "key_file": ""},
+}
+
+DEFAULTS = {
+    "board": "imou-ranger-rc-4mp",
+    "device_id": "",             # empty: the hostname
+    "gpio_root": "/sys/class/gpio",
+    "state_dir": "/overlay/camagent",
+    "home_on_boot": False,
+    "wifi_power": True,
+    "sd_reset_on_start": True,
+    "light_file": "",
+    "light_poll_s": 10,
+    "night": {"initial_mode": "AUTO", "dark_below": 20, "light_above": 40,
+              "min_dwell_s": 60},
+    "led_blink_ms": 1000,
+    "persist_min_interval_s": 30,
+    "timer_spin_us": 0,
+    "overrides": {},
+    "mqtt": MQTT_DEFAULTS,
+}
+
+# (low, high) bounds of numeric keys, by dotted name
+RANGES = {
+    "light_poll_s": (1, 86400), "night.dark_below": (0, 100), "night.light_above": (0, 100),
+    "night.min_dwell_s": (0, 86400), "led_blink_ms": (100, 10000),
+    "persist_min_interval_s": (0, 86400), "timer_spin_us": (0, 20000),
+    "mqtt.port": (1, 65535), "mqtt.keepalive": (5, 3600), "mqtt.state_interval": (5, 86400),
+    "mqtt.move_increment_deg": (0.1, 90),
+    "ircut_pulse_ms": (20, 1000), "sd_reset_ms": (1, 1000),
+}
+CHOICES = {"night.initial_mode": ("DAY", "NIGHT", "AUTO")}
+NONEMPTY = ("gpio_root", "state_dir", "mqtt.prefix", "mqtt.discovery_prefix")
+
+
+class ConfigError(Exception):
+    def __init__(self, path, key, message):
+        Exception.__init__(self, "%s: %s: %s" % (path, key, message) if key
+                           else "%s: %s" % (path, message))
+        self.path = path
+        self.key = key
+
+
+def _type_name(value):
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, int):
+        return "a whole number"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, dict):
+        return "an object"
+    return "a list"
+
+
+def _same_type(default, value):
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(default, bool) and isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    return type(value) is type(default)
+
+
+def _merge(path, prefix, defaults, given):
+    if not isinstance(given, dict):
+        raise ConfigError(path, prefix or "(top level)", "must be a JSON object")
+    out = {}
+    for key in given:
+        if key not in defaults:
+            raise ConfigError(path, prefix + key, "unknown key (known: %s)"
+                              % ", ".join(sorted(defaults)))
+    for key, default in defaults.items():
+        name = prefix + key
+        if key not in given:
+            out[key] = _copy(default)
+            continue
+        value = given[key]
+        if isinstance(default, dict) and key != "overrides":
+            out[key] = _merge(path, name + ".", default, value)
+            continue
+        if key != "overrides" and not _same_type(default, value):
+            raise ConfigError(path, name, "must be %s" % _type_name(default))
+        _check_value(path, name, value)
+        out[key] = value
+    return out
+
+
+def _copy(value):
+    if isinstance(value, dict):
+        return dict((k, _copy(v)) for k, v in value.items())
+    return value
+
+
+def _check_value(path, name, value):
+    if name in RANGES:
+        low, high = RANGES[name]
+        if value != value or not low <= value <= high:
+            raise ConfigError(path, name, "must be from %s to %s" % (low, high))
+    if name in CHOICES and value not in CHOICES[name]:
+        raise ConfigError(path, name, "must be one of %s" % ", ".join(CHOICES[name]))
+    if name in NONEMPTY and not value:
+        raise ConfigError(path, name, "must not be empty")
+
+
+def _check_overrides(path, board, overrides):
+    """Overrides may only change known profile keys, with sane values."""
+    if not isinstance(overrides, dict):
+        raise ConfigError(path, "overrides", "must be a JSON object")
+    base = boards.profile(board)
+    for key, value in overrides.items():
+        name = "overrides." + key
+        if key in ("pan", "tilt"):
+            if not isinstance(value, dict):
+                raise ConfigError(path, name, "must be an object of axis settings")
+            for k, v in value.items():
+                if k not in boards.AXIS_KEYS:
+                    raise ConfigError(path, name + "." + k, "unknown key (known: %s)"
+                                      % ", ".join(boards.AXIS_KEYS))
+                if not _same_type(base[key][k], v) or v < 0:
+                    raise ConfigError(path, name + "." + k, "must be %s, not negative"
+                                      % _type_name(base[key][k]))
+        elif key == "pins":
+            if not isinstance(value, dict):
+                raise ConfigError(path, name, "must be an object of pin numbers")
+            for k, v in value.items():
+                if k not in boards.PIN_KEYS:
+                    raise ConfigError(path, name + "." + k, "unknown pin (known: %s)"
+                                      % ", ".join(boards.PIN_KEYS))
+                count = 4 if k in ("pan", "tilt") else 1
+                pins = v if count == 4 else [v]
+                if not isinstance(pins, list) or len(pins) != count or not all(
+                        isinstance(p, int) and not isinstance(p, bool) and 0 <= p < 1024
+                        for p in pins):
+                    raise ConfigError(path, name + "." + k, "must be %s GPIO number%s 0-1023"
+                                      % ("a list of 4" if count == 4 else "a",
+                                         "s" if count == 4 else ""))
+        elif key in boards.SCALAR_KEYS:
+            if not _same_type(boards.SCALAR_KEYS[key](), value):
+                raise ConfigError(path, name, "must be %s" % _type_name(base[key]))
+            _check_value(path, key, value)
+        else:
+            raise ConfigError(path, name, "unknown key (known: pins, pan, tilt, %s)"
+                              % ", ".join(boards.SCALAR_KEYS))
+    prof = boards.profile(board, overrides)
+    for axis in ("pan", "tilt"):
+        a = prof[axis]
+        if not a["min_steps"] < a["max_steps"] or not a["min_steps"] <= a["park"] <= a["max_steps"]:
+            raise ConfigError(path, "overrides." + axis,
+                              "needs min_steps < max_steps and park between them")
+        if not 0 < a["start_speed"] <= a["speed"] <= a["max_speed"] or a["accel"] <= 0 \
+                or a["steps_per_degree"] <= 0 or a["home_speed"] <= 0:
+            raise ConfigError(path, "overrides." + axis, "needs 0 < start_speed <= speed <= "
+                              "max_speed, and positive accel, home_speed, steps_per_degree")
+    used = []
+    for k in boards.PIN_KEYS:
+        used.extend(prof["pins"][k] if k in ("pan", "tilt") else [prof["pins"][k]])
+    for pin in used:
+        if used.count(pin) > 1:
+            raise ConfigError(path, "overrides.pins", "GPIO %d is assigned twice" % pin)
+
+
+def parse(text, path="(config)"):
+    """Validate the JSON text of a config; returns the full dict with defaults filled."""
+    try:
+        given = json.loads(text)
+    except ValueError as e:
+        raise ConfigError(path, None, "not valid JSON (%s)" % e)
+    cfg = _merge(path, "", DEFAULTS, given)
+    if cfg["board"] not in boards.BOARDS:
+        raise ConfigError(path, "board", "unknown board %r (known: %s)"
+                          % (cfg["board"], ", ".join(sorted(boards.BOARDS))))
+    _check_overrides(path, cfg["board"], cfg["overrides"])
+    night = cfg["night"]
+    if night["dark_below"] >= night["light_above"]:
+        raise ConfigError(path, "night", "dark_below must be lower than light_above "
+                          "(the gap between them is the hysteresis)")
+    if not cfg["device_id"]:
+        cfg["device_id"] = hostname()
+    for ch in cfg["device_id"]:
+        if not (ch.isalpha() or ch.isdigit() or ch in "-_"):
+            raise ConfigError(path, "device_id", "%r: only letters, digits, - and _ "
+                              "(it becomes part of MQTT topics)" % cfg["device_id"])
+    prefix = cfg["mqtt"]["prefix"]
+    if "+" in prefix or "#" in prefix or prefix[0] == "/" or prefix[-1] == "/":
+        raise ConfigError(path, "mqtt.prefix", "a topic without + or # and without a "
+                          "leading or trailing /")
+    return cfg
+
+
+def load(path=DEFAULT_PATH):
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError as e:
+        raise ConfigError(path, None, "cannot read (%s)" % (e.args[1] if len(e.args) > 1
+                                                           else e))
+    return parse(text, path)

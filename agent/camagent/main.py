@@ -1,0 +1,58 @@
+"""`micropython -m camagent -c FILE`: load the config, build the camera, run the loop."""
+import sys
+
+from . import VERSION
+from .camera import Camera
+from .compat import install_term_handler
+from .config import DEFAULT_PATH, ConfigError, load
+from .gpio import GpioError
+
+USAGE = """usage: camagent [-c FILE] [--version]
+  -c FILE    config file (default %s)""" % DEFAULT_PATH
+
+
+def _fail(message, code):
+    print("camagent: " + message, file=sys.stderr)
+    return code
+
+
+def main(argv):
+    path = DEFAULT_PATH
+    args = list(argv)
+    while args:
+        arg = args.pop(0)
+        if arg in ("-c", "--config") and args:
+            path = args.pop(0)
+        elif arg == "--version":
+            print("camagent " + VERSION)
+            return 0
+        elif arg in ("-h", "--help"):
+            print(USAGE)
+            return 0
+        else:
+            return _fail("unexpected argument %r\n%s" % (arg, USAGE), 2)
+    try:
+        cfg = load(path)
+    except ConfigError as e:
+        return _fail(str(e), 2)
+    install_term_handler()
+    try:
+        camera = Camera(cfg)
+    except (GpioError, OSError) as e:
+        return _fail("cannot set up the hardware: %s" % e, 1)
+    session = None
+    try:
+        camera.start()
+        if cfg["mqtt"]["host"]:
+            from .mqtt import Session
+            session = Session(camera, cfg)
+        camera.loop.run()
+    except KeyboardInterrupt:
+        pass
+    except GpioError as e:
+        return _fail("hardware failure, motors stopped: %s" % e, 1)
+    finally:
+        if session is not None:
+            session.close()
+        camera.close()
+    return 0

@@ -1,0 +1,101 @@
+"""Small JSON state files in state_dir, written atomically and sparingly.
+
+The flash under state_dir wears with every write, so the motor position is
+saved at most once per `min_interval_s` after moves end. A power cut mid-move
+must not leave a position that looks valid: the first move after a saved rest
+first marks the file "moving" (one write per burst of moves), and only the
+deferred save after the burst marks it at rest again.
+"""
+import json
+import os
+
+from .compat import ticks_add, ticks_diff
+
+
+def read_json(path):
+    """The parsed file, or None when it is missing or unreadable."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def write_json(path, obj):
+    """Write via a temporary file and rename, so a crash leaves the old or the new file."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(json.dumps(obj))
+    os.rename(tmp, path)
+
+
+def ensure_dir(path):
+    try:
+        os.stat(path)
+    except OSError:
+        parent = path.rsplit("/", 1)[0]
+        if parent and parent != path:
+            ensure_dir(parent)
+        os.mkdir(path)
+
+
+class PositionStore:
+    """Saves the axes' positions; a loop device for the deferred save."""
+
+    def __init__(self, camera, path, min_interval_s):
+        self._cam = camera
+        self.path = path
+        self._min_interval_us = min_interval_s * 1000000
+        self._at_rest_on_disk = None
+        self._last_write = None
+        self.due = None
+        self.writes = 0  # for tests and the flash-wear benchmark
+        self.error = None
+
+    def load(self):
+        data = read_json(self.path)
+        if not isinstance(data, dict):
+            return None
+        self._at_rest_on_disk = data.get("at_rest") is True
+        return data if self._at_rest_on_disk else None
+
+    def moving(self):
+        """A move starts: make sure the file no longer claims a valid rest position."""
+        self.due = None
+        if self._at_rest_on_disk is not False:
+            self._write(False)
+
+    def resting(self, now):
+        """All axes stopped: save, but not more often than min_interval_s."""
+        at = now
+        if self._last_write is not None:
+            earliest = ticks_add(self._last_write, self._min_interval_us)
+            if ticks_diff(earliest, now) > 0:
+                at = earliest
+        self.due = at
+
+    def tick(self, now):
+        self.due = None
+        if not self._cam.moving:
+            self._write(True)
+
+    def flush(self):
+        if self.due is not None or self._at_rest_on_disk is not True:
+            self.due = None
+            self._write(not self._cam.moving)
+
+    def _write(self, at_rest):
+        doc = {"at_rest": at_rest}
+        for name, axis in self._cam.axes.items():
+            doc[name] = axis.saved()
+        try:
+            write_json(self.path, doc)
+        except OSError as e:
+            # losing the saved position only costs a homing; keep driving the motors
+            self.error = "cannot save position to %s: %s" % (self.path, e)
+            self._cam.changed()
+            return
+        self.error = None
+        self._at_rest_on_disk = at_rest
+        self._last_write = self._cam.now()
+        self.writes += 1

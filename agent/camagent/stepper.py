@@ -1,0 +1,259 @@
+"""One 4-wire unipolar stepper axis: 8-phase half-stepping with an accel/decel ramp.
+
+Each half-step changes exactly one coil line, so a step is one sysfs write. The
+step path does integer arithmetic and table look-ups only (no allocation): the
+per-phase line changes and the ramp's step intervals are computed once.
+
+Position is counted in half-steps; there are no end-stop switches, so homing
+drives past the whole range onto the hard stop and calls that zero.
+"""
+import math
+
+from .compat import ticks_add, ticks_diff
+
+# Coil patterns A, AB, B, BC, C, CD, D, DA (bit n = line n); neighbours differ in one line.
+PHASES = (0b0001, 0b0011, 0b0010, 0b0110, 0b0100, 0b1100, 0b1000, 0b1001)
+
+
+def _changes(direction):
+    """For each phase, the (line, level) written to reach the next phase in `direction`."""
+    table = []
+    for p in range(8):
+        old, new = PHASES[p], PHASES[(p + direction) & 7]
+        diff = old ^ new
+        line = (diff & -diff).bit_length() - 1
+        table.append((line, 1 if new & diff else 0))
+    return tuple(table)
+
+
+_FORWARD = _changes(1)
+_BACKWARD = _changes(-1)
+
+
+def ramp_table(start_speed, speed, accel):
+    """Step intervals (us) from `start_speed` up to `speed` at `accel`: v = sqrt(v0^2 + 2ak).
+
+    Index k is the speed level after k accelerating steps; the last entry is the
+    cruise interval. The same table read backwards is the deceleration.
+    """
+    start_speed = min(start_speed, speed)
+    table = []
+    k = 0
+    while True:
+        v = math.sqrt(start_speed * start_speed + 2 * accel * k)
+        if v >= speed:
+            table.append(int(1000000 / speed))
+            return table
+        table.append(int(1000000 / v))
+        k += 1
+
+
+class Stepper:
+    def __init__(self, name, lines, axis, camera):
+        self.name = name
+        self._lines = lines
+        self._cam = camera
+        self.min_steps = axis["min_steps"]
+        self.max_steps = axis["max_steps"]
+        self.steps_per_degree = axis["steps_per_degree"]
+        self.park = axis["park"]
+        self.default_speed = axis["speed"]
+        self.max_speed = axis["max_speed"]
+        self.start_speed = axis["start_speed"]
+        self.accel = axis["accel"]
+        self.home_speed = axis["home_speed"]
+        self.home_margin = axis["home_margin"]
+        self.steps = self.park   # unknown until homed or restored
+        self.target = self.steps
+        self.phase = 0           # index into PHASES; kept apart from `steps` for homing
+        self.homed = False
+        self.homing = False
+        self.moving = False
+        self.energised = False
+        self.due = None          # loop deadline of the next step
+        self._dir = 0
+        self._level = 0          # current speed level: index into the ramp table
+        self._ramp = None
+        self._ramp_speed = 0
+        self._top = 0
+        self._use_ramp(self.default_speed)
+
+    # --- conversions --------------------------------------------------------------
+    @property
+    def min_deg(self):
+        return self.steps_to_deg(self.min_steps)
+
+    @property
+    def max_deg(self):
+        return self.steps_to_deg(self.max_steps)
+
+    def steps_to_deg(self, steps):
+        return round(steps / self.steps_per_degree, 1)
+
+    def deg_to_steps(self, deg):
+        return int(round(deg * self.steps_per_degree))
+
+    def position_deg(self):
+        return self.steps_to_deg(self.steps)
+
+    def max_speed_dps(self):
+        return self.max_speed / self.steps_per_degree
+
+    # --- commands -----------------------------------------------------------------
+    def move_to(self, target, speed=None):
+        """Move to half-step `target` (clamped to the soft limits); True if clamped."""
+        clamped = target < self.min_steps or target > self.max_steps
+        target = min(max(target, self.min_steps), self.max_steps)
+        self._start(target, speed)
+        return clamped
+
+    def move_to_deg(self, deg, speed_dps=None):
+        _check_number(deg, "position")
+        return self.move_to(self.deg_to_steps(deg), self._speed_from_dps(speed_dps))
+
+    def move_by_deg(self, delta_deg, speed_dps=None):
+        _check_number(delta_deg, "step")
+        return self.move_to(self.target + self.deg_to_steps(delta_deg),
+                            self._speed_from_dps(speed_dps))
+
+    def stop(self):
+        """Stop at once: no further step, coils released."""
+        if self.homing:
+            self.homing = False  # an interrupted homing leaves the position unknown
+            self.homed = False
+            self.steps = self.park
+        self.target = self.steps
+        self._finish()
+
+    def home(self):
+        """Drive past the full range onto the minimum hard stop, call it zero, then park."""
+        # Pretend to stand range+margin above the minimum: driving "down to the minimum"
+        # then covers more than the whole travel and ends pressed on the hard stop.
+        self.homing = True
+        self.homed = False
+        self.steps = self.min_steps + (self.max_steps - self.min_steps) + self.home_margin
+        self._start(self.min_steps, self.home_speed)
+
+    def _speed_from_dps(self, dps):
+        if dps is None:
+            return None
+        _check_number(dps, "speed")
+        speed = dps * self.steps_per_degree
+        if speed < 1 or speed > self.max_speed:
+            raise ValueError("%s speed %.1f deg/s is out of range: 0.1 to %.1f deg/s accepted"
+                             % (self.name, dps, self.max_speed_dps()))
+        return int(speed)
+
+    def _use_ramp(self, speed):
+        if speed != self._ramp_speed:
+            self._ramp = ramp_table(self.start_speed, speed, self.accel)
+            self._ramp_speed = speed
+            self._top = len(self._ramp) - 1
+            if self._level > self._top:
+                self._level = self._top
+
+    def _start(self, target, speed):
+        self._use_ramp(speed or self.default_speed)
+        self.target = target
+        if target == self.steps and not self.moving:
+            self._cam.changed()
+            return
+        if not self.moving:
+            self.moving = True
+            self._level = 0
+            self._dir = 0
+            self._energise()
+            self.due = ticks_add(self._cam.now(), self._ramp[0])
+            self._cam.motion_started(self)
+        self._cam.changed()
+
+    # --- the step path (hot) ------------------------------------------------------
+    def tick(self, now):
+        dist = self.target - self.steps
+        level = self._level
+        if dist == 0 and level == 0:
+            self._finish()
+            return
+        want = (dist > 0) - (dist < 0)
+        if self._dir and want != self._dir and level > 0:
+            level -= 1                      # at or past the target at speed: brake first
+        else:
+            self._dir = want
+            remaining = dist * want
+            # accelerate while there is room to slow down again, one level per step
+            level = min(level + 1, self._top, remaining - 1)
+        nxt = self.steps + self._dir
+        if not self.homing and (nxt < self.min_steps or nxt > self.max_steps):
+            self.target = self.steps        # never drive past a soft limit
+            self._finish()
+            return
+        line, level_out = (_FORWARD if self._dir > 0 else _BACKWARD)[self.phase]
+        self._lines[line].set(level_out)
+        self.phase = (self.phase + self._dir) & 7
+        self.steps = nxt
+        self._level = level
+        self._cam.changes += 1
+        if nxt == self.target and level == 0:
+            self._finish()
+            return
+        due = ticks_add(self.due, self._ramp[level])
+        # late by more than a step (a slow wakeup): restart timing, don't burst
+        self.due = due if ticks_diff(due, now) > 0 else ticks_add(now, self._ramp[level])
+
+    # --- coils --------------------------------------------------------------------
+    def _energise(self):
+        pattern = PHASES[self.phase]
+        for i in range(4):
+            bit = (pattern >> i) & 1
+            if self._lines[i].value != bit:
+                self._lines[i].set(bit)
+        self.energised = True
+
+    def release(self):
+        """All four coil lines low; only the lines that are high are written."""
+        for line in self._lines:
+            if line.value:
+                line.set(0)
+        self.energised = False
+
+    def _finish(self):
+        was_moving = self.moving
+        self.due = None
+        self.moving = False
+        self._level = 0
+        self._dir = 0
+        try:
+            self.release()
+        finally:
+            if self.homing and self.steps == self.min_steps:
+                self.homing = False
+                self.homed = True
+                self._cam.changed()
+                self.move_to(self.park)
+            elif was_moving:
+                self._cam.motion_finished(self)
+                self._cam.changed()
+
+    # --- persistence --------------------------------------------------------------
+    def saved(self):
+        return {"steps": self.steps, "phase": self.phase, "homed": self.homed}
+
+    def restore(self, saved):
+        """Take a saved position if it is plausible; False if it was rejected."""
+        try:
+            steps, phase, homed = int(saved["steps"]), int(saved["phase"]), bool(saved["homed"])
+        except (KeyError, TypeError, ValueError):
+            return False
+        if not (self.min_steps <= steps <= self.max_steps and 0 <= phase < 8):
+            return False
+        self.steps = self.target = steps
+        self.phase = phase
+        self.homed = homed
+        return True
+
+
+def _check_number(value, what):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError("%s must be a number of degrees" % what)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError("%s must be a finite number, not %s" % (what, value))
