@@ -23,15 +23,19 @@ class FakeSysfs:
                 f.write(text + "\n")
         self._threads = []
         self._fifos = []
-        for name, handler in (("export", self._export), ("unexport", self._unexport)):
-            path = os.path.join(self.root, name)
-            os.mkfifo(path)
-            # O_RDWR keeps a writer open ourselves, so read() blocks instead of seeing EOF
-            fd = os.open(path, os.O_RDWR)
-            self._fifos.append((path, fd))
-            t = threading.Thread(target=self._serve, args=(fd, handler), daemon=True)
-            t.start()
-            self._threads.append(t)
+        self._synced = threading.Event()
+        self._attr(os.path.join(self.root, "export"), lambda w: self._export(int(w)))
+        self._attr(os.path.join(self.root, "unexport"), lambda w: self._unexport(int(w)))
+
+    def _attr(self, path, handler):
+        """A write-only sysfs attribute: a FIFO whose writes `handler` carries out."""
+        os.mkfifo(path)
+        # O_RDWR keeps a writer open ourselves, so read() blocks instead of seeing EOF
+        fd = os.open(path, os.O_RDWR)
+        self._fifos.append((path, fd))
+        t = threading.Thread(target=self._serve, args=(fd, handler), daemon=True)
+        t.start()
+        self._threads.append(t)
 
     def pin_dir(self, pin):
         return os.path.join(self.root, "gpio%d" % pin)
@@ -54,10 +58,13 @@ class FakeSysfs:
     def _serve(self, fd, handler):
         while True:
             data = os.read(fd, 256)
-            if data == b"\0":
+            words, stop, _ = data.partition(b"\0")
+            for word in words.replace(b"\1", b" ").split():
+                handler(word)
+            if b"\1" in words:
+                self._synced.set()
+            if stop:
                 return
-            for word in data.split():
-                handler(int(word))
 
     def _create(self, pin, value=0):
         tmp = os.path.join(self.root, ".gpio%d.new" % pin)
@@ -84,6 +91,18 @@ class FakeSysfs:
                 os.remove(os.path.join(d, name))
             os.rmdir(d)
 
+    def sync(self):
+        """Wait until every export/unexport written so far has been carried out.
+
+        The kernel's unexport is synchronous; the FIFOs are not, so a test that
+        restarts the agent waits here first.
+        """
+        for path, fd in self._fifos:
+            self._synced.clear()
+            os.write(fd, b"\1")
+            if not self._synced.wait(2):
+                raise RuntimeError("fake sysfs thread for %s is stuck" % path)
+
     def close(self):
         for path, fd in self._fifos:
             os.write(fd, b"\0")
@@ -105,10 +124,37 @@ class WriteRecorder:
 
     def __call__(self, path, mode="r", buffering=-1):
         pin = int(os.path.basename(os.path.dirname(path))[4:])
-        return _RecordingFile(self, pin, open(path, mode, buffering=buffering))
+        if os.path.basename(path) == "direction":
+            return _DirectionFile(path, mode)
+        # "r+b": opening a sysfs attribute never truncates it, a plain file would
+        return _RecordingFile(self, pin, open(path, "r+b", buffering=0))
 
     def clear(self):
         del self.writes[:]
+
+
+class _DirectionFile:
+    """direction: "high"/"low" also sets the value, in the same write, as the kernel does."""
+
+    def __init__(self, path, mode):
+        self._path = path
+        self._f = open(path, mode)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def write(self, text):
+        n = self._f.write(text)
+        if text.strip() in ("high", "low"):
+            with open(os.path.join(os.path.dirname(self._path), "value"), "w") as f:
+                f.write("1\n" if text.strip() == "high" else "0\n")
+        return n
+
+    def close(self):
+        self._f.close()
 
 
 class _RecordingFile:

@@ -35,12 +35,6 @@ def _exists(path):
         return False
 
 
-def _write_file(pin, path, text):
-    try:
-        with open(path, "w") as f:
-            f.write(text)
-    except OSError as e:
-        raise GpioError(pin, path, "cannot write %r (%s)" % (text, _why(e)))
 
 
 class Line:
@@ -83,7 +77,7 @@ class Gpio:
             if not keep:
                 self._exported.append(pin)
         # "low"/"high" sets output mode and level in one write: no glitch
-        _write_file(pin, base + "/direction", "high" if level else "low")
+        self._write(pin, base + "/direction", "high" if level else "low")
         path = base + "/value"
         try:
             f = self._open(path, "wb", buffering=0)
@@ -92,6 +86,13 @@ class Gpio:
         line = Line(pin, path, f, level)
         self._lines[pin] = line
         return line
+
+    def _write(self, pin, path, text):
+        try:
+            with self._open(path, "w") as f:
+                f.write(text)
+        except OSError as e:
+            raise GpioError(pin, path, "cannot write %r (%s)" % (text, _why(e)))
 
     def _export(self, pin, base):
         path = self.root + "/export"

@@ -32,6 +32,10 @@ class Ir:
         self._last_switch = None  # ticks_us of AUTO's last switch
         self._recheck = None     # AUTO waiting out the dwell time
 
+    @property
+    def pulsing(self):
+        return self._pulsing is not None or self._pending is not None
+
     def set_led(self, on):
         on = bool(on)
         self._led.set(1 if on else 0)

@@ -180,8 +180,9 @@ class Stepper:
         else:
             self._dir = want
             remaining = dist * want
-            # accelerate while there is room to slow down again, one level per step
-            level = min(level + 1, self._top, remaining - 1)
+            # accelerate while there is room to slow down again, one level per step,
+            # so the last step comes at the start speed, mirroring the first
+            level = min(level + 1, self._top, remaining - 2) if remaining > 1 else 0
         nxt = self.steps + self._dir
         if not self.homing and (nxt < self.min_steps or nxt > self.max_steps):
             self.target = self.steps        # never drive past a soft limit

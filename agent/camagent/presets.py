@@ -1,0 +1,106 @@
+"""Named pan/tilt positions, kept in state_dir/presets.json.
+
+Positions are stored in half-steps, the motors' own unit, so a preset keeps
+pointing at the same spot if the degree calibration is changed later. Names are
+display text only (they become Home Assistant select options), never paths.
+"""
+from .persist import read_json, write_json
+
+MAX_PRESETS = 16
+MAX_NAME = 24
+NAME_CHARS = "letters, digits, space, - _ ."
+
+
+def clean_name(text):
+    """The preset name for `text` (whitespace trimmed and collapsed); ValueError if unusable."""
+    name = " ".join(text.split())
+    if not name:
+        raise ValueError("a preset name is needed: 1 to %d characters (%s)"
+                         % (MAX_NAME, NAME_CHARS))
+    if len(name) > MAX_NAME:
+        raise ValueError("preset name is %d characters long; at most %d accepted"
+                         % (len(name), MAX_NAME))
+    for ch in name:
+        if ord(ch) > 126 or not (ch.isalpha() or ch.isdigit() or ch in " -_."):
+            raise ValueError("preset name %r has a character that is not accepted; "
+                             "use %s" % (name, NAME_CHARS))
+    return name
+
+
+class Presets:
+    def __init__(self, path):
+        self.path = path
+        self.items = {}    # name -> (pan_steps, tilt_steps)
+        self.changes = 0   # bumped on every save or delete; the MQTT session watches it
+        self.load_error = None
+        self._load()
+
+    def _load(self):
+        data = read_json(self.path)
+        if data is None:
+            return
+        entries = data.get("presets") if isinstance(data, dict) else None
+        if not isinstance(entries, dict):
+            self.load_error = "%s is not a presets file; starting with no presets" % self.path
+            return
+        for name, pos in entries.items():
+            # a hand-edited or damaged entry is skipped, the rest are kept
+            try:
+                name = clean_name(name)
+                pan, tilt = pos["pan"], pos["tilt"]
+            except (ValueError, TypeError, KeyError, AttributeError):
+                continue
+            if _is_int(pan) and _is_int(tilt) and len(self.items) < MAX_PRESETS:
+                self.items[name] = (pan, tilt)
+
+    def names(self):
+        return sorted(self.items)
+
+    def find(self, name):
+        """The stored spelling of `name` (matched case-insensitively), or None."""
+        low = name.lower()
+        for key in self.items:
+            if key.lower() == low:
+                return key
+        return None
+
+    def get(self, name):
+        """(pan_steps, tilt_steps) of preset `name`; ValueError naming the saved ones."""
+        key = self.find(name)
+        if key is None:
+            raise ValueError("no preset named %r; saved presets: %s"
+                             % (name, ", ".join(self.names()) or "none"))
+        return self.items[key]
+
+    def save(self, name, pan_steps, tilt_steps):
+        key = self.find(name)
+        if key is None and len(self.items) >= MAX_PRESETS:
+            raise ValueError("already %d presets, the most accepted; delete one first"
+                             % MAX_PRESETS)
+        items = dict(self.items)
+        if key is not None:
+            del items[key]   # the new spelling replaces the old one
+        items[name] = (pan_steps, tilt_steps)
+        self._store(items)
+
+    def delete(self, name):
+        self.get(name)
+        items = dict(self.items)
+        del items[self.find(name)]
+        self._store(items)
+
+    def _store(self, items):
+        """Write first, then adopt: a failed write loses nothing."""
+        doc = {}
+        for name, pos in items.items():
+            doc[name] = {"pan": pos[0], "tilt": pos[1]}
+        try:
+            write_json(self.path, {"presets": doc})
+        except OSError as e:
+            raise ValueError("cannot write %s (%s); presets unchanged" % (self.path, e))
+        self.items = items
+        self.changes += 1
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)

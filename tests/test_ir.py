@@ -1,0 +1,172 @@
+"""IR LED, IR-cut interlock and night-mode hysteresis, from the recorded writes."""
+import random
+
+import pytest
+
+from agent_rig import Rig
+
+
+def make(tmp_path, **cfg):
+    cfg.setdefault("sd_reset_on_start", False)
+    cfg.setdefault("night", {"initial_mode": "DAY", "dark_below": 20, "light_above": 40,
+                             "min_dwell_s": 60})
+    r = Rig(tmp_path, **cfg)
+    r.loop.run_for(500000)   # start-up pulse done
+    return r
+
+
+@pytest.fixture
+def rig(tmp_path):
+    r = make(tmp_path)
+    yield r
+    r.close()
+
+
+def coil_states(rig, since=0):
+    """(open, close) coil levels after every write to either coil, with times."""
+    pins = rig.pins("ircut_open") + rig.pins("ircut_close")
+    state = {pins[0]: 0, pins[1]: 0}
+    out = []
+    for pin, value, t in rig.writes_to(pins, since):
+        state[pin] = value
+        out.append((state[pins[0]], state[pins[1]], t))
+    return out
+
+
+def test_cut_is_a_pulse_on_one_coil_then_released(rig):
+    start = len(rig.rec.writes)
+    rig.cam.ir.set_cut("NIGHT")
+    rig.loop.run_until_idle()
+    states = coil_states(rig, start)
+    assert [s[:2] for s in states] == [(1, 0), (0, 0)]       # open coil only, then released
+    assert states[1][2] - states[0][2] == rig.cam.board["ircut_pulse_ms"] * 1000
+    assert rig.cam.ir.cut == "NIGHT"
+    start = len(rig.rec.writes)
+    rig.cam.ir.set_cut("DAY")
+    rig.loop.run_until_idle()
+    assert [s[:2] for s in coil_states(rig, start)] == [(0, 1), (0, 0)]
+
+
+def test_swapped_coils(tmp_path):
+    r = make(tmp_path, overrides={"ircut_swap": True, "ircut_pulse_ms": 200})
+    try:
+        start = len(r.rec.writes)
+        r.cam.ir.set_cut("NIGHT")
+        r.loop.run_until_idle()
+        states = coil_states(r, start)
+        assert [s[:2] for s in states] == [(0, 1), (0, 0)]
+        assert states[1][2] - states[0][2] == 200000
+    finally:
+        r.close()
+
+
+def test_request_during_a_pulse_waits_for_it(rig):
+    start = len(rig.rec.writes)
+    rig.cam.ir.set_cut("NIGHT")
+    rig.loop.run_for(10000)
+    rig.cam.ir.set_cut("DAY")
+    rig.loop.run_until_idle()
+    assert [s[:2] for s in coil_states(rig, start)] == [(1, 0), (0, 0), (0, 1), (0, 0)]
+    assert rig.cam.ir.cut == "DAY"
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_both_coils_never_driven_in_any_command_sequence(tmp_path, seed):
+    rnd = random.Random(seed)
+    r = make(tmp_path)
+    try:
+        ir = r.cam.ir
+        for _ in range(60):
+            action = rnd.randrange(5)
+            if action == 0:
+                ir.set_cut(rnd.choice(("DAY", "NIGHT")))
+            elif action == 1:
+                ir.set_mode(rnd.choice(("DAY", "NIGHT", "AUTO")))
+            elif action == 2:
+                ir.set_light(rnd.randrange(101))
+            elif action == 3:
+                ir.set_led(rnd.random() < 0.5)
+            r.loop.run_for(rnd.choice((0, 1000, 50000, 149000, 151000, 2000000, 61000000)))
+        r.loop.run_until(lambda: not ir.pulsing)
+        states = coil_states(r)
+        assert states, "the sequence never pulsed the IR-cut"
+        assert all(not (o and c) for o, c, _ in states)
+        assert states[-1][:2] == (0, 0)      # released at the end
+    finally:
+        r.close()
+
+
+def test_night_mode_drives_filter_and_led(rig):
+    ir = rig.cam.ir
+    ir.set_mode("NIGHT")
+    rig.loop.run_until_idle()
+    assert (ir.cut, ir.led, rig.fs.value(44)) == ("NIGHT", True, 1)
+    ir.set_mode("DAY")
+    rig.loop.run_until_idle()
+    assert (ir.cut, ir.led, rig.fs.value(44)) == ("DAY", False, 0)
+
+
+def test_auto_hysteresis_and_dwell(rig):
+    ir = rig.cam.ir
+    ir.set_light(80)
+    ir.set_mode("AUTO")
+    rig.loop.run_until_idle()
+    assert ir.cut == "DAY"
+    ir.set_light(30)                 # inside the band: no change
+    rig.loop.run_for(1000000)
+    assert ir.cut == "DAY"
+    ir.set_light(10)                 # dark: switch at once (AUTO was entered long enough ago?)
+    rig.loop.run_for(1000000)
+    assert ir.cut == "NIGHT" and ir.led
+    ir.set_light(35)                 # brighter but inside the band: stays NIGHT
+    rig.loop.run_for(1000000)
+    assert ir.cut == "NIGHT"
+    ir.set_light(90)                 # bright, but the 60 s dwell holds the switch back
+    rig.loop.run_for(30000000)
+    assert ir.cut == "NIGHT"
+    rig.loop.run_for(31000000)       # dwell over: now it switches, without another reading
+    assert ir.cut == "DAY" and not ir.led
+
+
+def test_auto_does_not_flap(rig):
+    ir = rig.cam.ir
+    ir.set_light(80)
+    ir.set_mode("AUTO")
+    rig.loop.run_until_idle()
+    start = len(rig.rec.writes)
+    for i in range(600):             # light flickering across both thresholds every second
+        ir.set_light(5 if i % 2 else 95)
+        rig.loop.run_for(1000000)
+    pulses = [s for s in coil_states(rig, start) if s[0] or s[1]]
+    times = [t for _, _, t in pulses]
+    assert len(pulses) <= 11         # at most one switch per 60 s dwell over 600 s
+    assert all(b - a >= 60000000 for a, b in zip(times, times[1:]))
+
+
+def test_light_file_feeds_auto(tmp_path):
+    light = tmp_path / "light"
+    light.write_text("90\n")
+    r = make(tmp_path, light_file=str(light), light_poll_s=5,
+             night={"initial_mode": "AUTO", "dark_below": 20, "light_above": 40,
+                    "min_dwell_s": 0})
+    try:
+        r.loop.run_for(6000000)
+        assert r.cam.ir.cut == "DAY"
+        light.write_text("3")
+        r.loop.run_for(6000000)
+        assert r.cam.ir.cut == "NIGHT"
+        light.write_text("garbage")
+        r.loop.run_for(6000000)
+        assert "light file" in r.cam.light_source.error and r.cam.ir.cut == "NIGHT"
+    finally:
+        r.close()
+
+
+def test_bad_values_are_refused(rig):
+    for bad in (-1, 101, float("nan"), "50", None):
+        with pytest.raises(ValueError):
+            rig.cam.ir.set_light(bad)
+    with pytest.raises(ValueError):
+        rig.cam.ir.set_mode("EVENING")
+    with pytest.raises(ValueError):
+        rig.cam.ir.set_cut("OPEN")
