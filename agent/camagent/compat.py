@@ -21,9 +21,12 @@ if IS_MICROPYTHON:
         return obj
 
     def install_term_handler():
-        # The unix port has no signal module; the init script stops us with SIGINT,
-        # which arrives as KeyboardInterrupt and runs the normal cleanup.
-        pass
+        # The unix port has no signal module; the init script stops us with SIGINT.
+        # Under `micropython -m` the port never arms its SIGINT handler (only code run
+        # from a file or -c does), so SIGINT would kill us with the coils energised:
+        # kbd_intr(3) arms it, and SIGINT then arrives as KeyboardInterrupt.
+        import micropython
+        micropython.kbd_intr(3)
 
 else:
     import binascii
@@ -66,15 +69,96 @@ else:
     def install_term_handler():
         signal.signal(signal.SIGTERM, _raise_interrupt)
 
+    import types
+
+    class _Stream:
+        """MicroPython's socket stream methods, as umqtt.simple calls them.
+
+        read(n) returns n bytes (fewer only at end of stream), None when a
+        non-blocking socket has nothing; write(buf, n) sends buf[:n] whole; and,
+        as on the unix port (SO_RCVTIMEO), setblocking(True) keeps a timeout set
+        by settimeout() instead of clearing it.
+        """
+        _timeout = None
+        _recv = None  # the class's own receive primitive
+
+        def settimeout(self, t):
+            self._timeout = t
+            self._base.settimeout(self, t)
+
+        def setblocking(self, flag):
+            self._base.settimeout(self, self._timeout if flag else 0.0)
+
+        def read(self, n):
+            buf = b""
+            while len(buf) < n:
+                try:
+                    chunk = self._recv(n - len(buf))
+                except _WOULD_BLOCK:
+                    return buf or None
+                if not chunk:
+                    break
+                buf += chunk
+            return buf
+
+        def write(self, data, n=None):
+            if n is not None:
+                data = memoryview(data)[:n]
+            self.sendall(data)
+            return len(data)
+
+    class _StreamSocket(_Stream, socket.socket):
+        _base = socket.socket
+
+        def _recv(self, n):
+            return self.recv(n)
+
+    def _getaddrinfo(host, port, *args):
+        # umqtt makes an AF_INET socket, so only IPv4 answers are any use to it
+        return socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_STREAM)
+
+    _usocket = types.ModuleType("usocket")
+    _usocket.__dict__.update((k, v) for k, v in socket.__dict__.items() if k.isupper())
+    _usocket.socket = _StreamSocket
+    _usocket.getaddrinfo = _getaddrinfo
+    _WOULD_BLOCK = (BlockingIOError,)
+
     # umqtt.simple imports these MicroPython names
-    for _name, _mod in (("usocket", socket), ("ustruct", struct), ("ubinascii", binascii),
+    for _name, _mod in (("usocket", _usocket), ("ustruct", struct), ("ubinascii", binascii),
                         ("utime", time)):
         sys.modules.setdefault(_name, _mod)
     try:
         import ssl
-        sys.modules.setdefault("ussl", ssl)
     except ImportError:
-        pass
+        ssl = None
+    if ssl is not None:
+        _WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError)
+
+        class _StreamSSLSocket(_Stream, ssl.SSLSocket):
+            _base = ssl.SSLSocket
+
+            def _recv(self, n):
+                # SSLSocket.recv() calls self.read(): go to the TLS layer directly
+                return ssl.SSLSocket.read(self, n)
+
+        def _wrap_socket(sock, keyfile=None, certfile=None, cert_reqs=ssl.CERT_NONE,
+                         ca_certs=None, server_hostname=None):
+            """ssl.wrap_socket() as Python 3.11 had it (3.12 removed it), returning
+            a socket with the stream methods above."""
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.check_hostname = server_hostname is not None
+            ctx.verify_mode = cert_reqs
+            if ca_certs:
+                ctx.load_verify_locations(ca_certs)
+            if certfile:
+                ctx.load_cert_chain(certfile, keyfile)
+            ctx.sslsocket_class = _StreamSSLSocket
+            return ctx.wrap_socket(sock, server_hostname=server_hostname)
+
+        _ussl = types.ModuleType("ussl")
+        _ussl.__dict__.update((k, v) for k, v in ssl.__dict__.items() if k.isupper())
+        _ussl.wrap_socket = _wrap_socket
+        sys.modules.setdefault("ussl", _ussl)
 
 
 def hostname():

@@ -20,9 +20,10 @@ def _changes(direction):
     table = []
     for p in range(8):
         old, new = PHASES[p], PHASES[(p + direction) & 7]
-        diff = old ^ new
-        line = (diff & -diff).bit_length() - 1
-        table.append((line, 1 if new & diff else 0))
+        line = 0
+        while not (old ^ new) & (1 << line):
+            line += 1
+        table.append((line, (new >> line) & 1))
     return tuple(table)
 
 
