@@ -17,7 +17,7 @@ class GpioError(Exception):
     """A sysfs operation failed; names the pin and the file."""
 
     def __init__(self, pin, path, reason):
-        Exception.__init__(self, "GPIO %d: %s: %s" % (pin, path, reason))
+        super().__init__("GPIO %d: %s: %s" % (pin, path, reason))
         self.pin = pin
         self.path = path
 
