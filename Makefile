@@ -8,10 +8,10 @@ BUILD := build
 
 # Debian packages the tests and tools run for real.
 APT_PACKAGES := mosquitto mosquitto-clients flashrom squashfs-tools u-boot-tools \
-	shellcheck inotify-tools openssl xz-utils
+	shellcheck inotify-tools openssl xz-utils busybox
 # Commands those packages provide, used to decide whether apt-get is needed.
 APT_COMMANDS := mosquitto mosquitto_pub flashrom mksquashfs unsquashfs mkimage \
-	shellcheck inotifywait openssl xz
+	shellcheck inotifywait openssl xz busybox
 
 # umqtt.simple 1.3.4 = what MicroPython 1.22 ships. Its sdist has no setup.py, so
 # pip refuses to install it; `pip download --no-clean` still unpacks it for us.
@@ -22,6 +22,7 @@ BOARD ?= imou-ranger-rc-4mp
 OPENIPC ?= $(HOME)/openipc-firmware
 FIRMWARE ?= openipc.ssc337-nor-lite.tgz
 MICROPYTHON ?=
+BACKUP ?=
 PORT ?= /dev/ttyUSB0
 IMAGE ?= $(BUILD)/camagent-$(BOARD).bin
 
@@ -76,10 +77,11 @@ mpy: venv
 	$(PY) -m camhost image mpy --out $(BUILD)/mpy
 
 image: venv
-	$(PY) -m camhost image build --board $(BOARD) --openipc $(OPENIPC)
+	$(PY) -m camhost image build --board $(BOARD) --openipc $(OPENIPC) $(if $(BACKUP),--backup $(BACKUP))
 
 repack: venv
-	$(PY) -m camhost image repack --board $(BOARD) --firmware $(FIRMWARE) --micropython $(MICROPYTHON)
+	@[ -n "$(MICROPYTHON)" ] || { echo "make repack needs MICROPYTHON=path/to/the/camera's/micropython (an ARM binary)"; exit 2; }
+	$(PY) -m camhost image repack --board $(BOARD) --firmware $(FIRMWARE) --micropython $(MICROPYTHON) $(if $(BACKUP),--backup $(BACKUP))
 
 backup: venv
 	$(PY) -m camhost backup

@@ -1,0 +1,53 @@
+################################################################################
+#
+# camagent
+#
+################################################################################
+
+CAMAGENT_VERSION = 0.1.0
+# The project this BR2_EXTERNAL tree is part of; only the agent and the
+# overlay are copied into the build directory.
+CAMAGENT_SITE = $(BR2_EXTERNAL_CAMAGENT_PATH)/..
+CAMAGENT_SITE_METHOD = local
+CAMAGENT_OVERRIDE_SRCDIR_RSYNC_EXCLUSIONS = \
+	--include='/agent/***' --include='/overlay/***' --exclude='/*'
+# For its mpy-cross and its copy of micropython-lib's umqtt.simple.
+CAMAGENT_DEPENDENCIES = micropython
+
+CAMAGENT_BOARD = $(call qstrip,$(BR2_PACKAGE_CAMAGENT_BOARD))
+# Buildroot's micropython package builds mpy-cross but does not install it.
+CAMAGENT_MPY_CROSS = $(MICROPYTHON_DIR)/mpy-cross/build/mpy-cross
+CAMAGENT_UMQTT_SIMPLE = \
+	$(MICROPYTHON_DIR)/lib/micropython-lib/micropython/umqtt.simple/umqtt/simple.py
+
+define CAMAGENT_BUILD_CMDS
+	rm -rf $(@D)/mpy
+	mkdir -p $(@D)/mpy/camagent $(@D)/mpy/umqtt
+	cd $(@D)/agent && for src in camagent/*.py; do \
+		$(CAMAGENT_MPY_CROSS) -s $$src \
+			-o $(@D)/mpy/$${src%.py}.mpy $$src || exit 1; \
+	done
+	$(CAMAGENT_MPY_CROSS) -s umqtt/simple.py \
+		-o $(@D)/mpy/umqtt/simple.mpy $(CAMAGENT_UMQTT_SIMPLE)
+endef
+
+define CAMAGENT_INSTALL_TARGET_CMDS
+	$(INSTALL) -d -m 0755 $(TARGET_DIR)/usr/lib/micropython/camagent
+	$(INSTALL) -m 0644 -t $(TARGET_DIR)/usr/lib/micropython/camagent \
+		$(@D)/mpy/camagent/*.mpy
+	$(INSTALL) -D -m 0644 $(@D)/mpy/umqtt/simple.mpy \
+		$(TARGET_DIR)/usr/lib/micropython/umqtt/simple.mpy
+	$(INSTALL) -D -m 0644 $(@D)/overlay/etc/camagent.json \
+		$(TARGET_DIR)/etc/camagent.json
+	$(SED) 's/"board": "[^"]*"/"board": "$(CAMAGENT_BOARD)"/' \
+		$(TARGET_DIR)/etc/camagent.json
+endef
+
+define CAMAGENT_INSTALL_INIT_SYSV
+	$(INSTALL) -D -m 0755 $(CAMAGENT_PKGDIR)/S95camagent \
+		$(TARGET_DIR)/etc/init.d/S95camagent
+	$(INSTALL) -D -m 0755 $(@D)/overlay/etc/init.d/S34boardpower \
+		$(TARGET_DIR)/etc/init.d/S34boardpower
+endef
+
+$(eval $(generic-package))

