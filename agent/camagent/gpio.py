@@ -47,12 +47,22 @@ class Line:
         self.value = value
 
     def set(self, v):
+        # no "except ... as e" here: binding the exception puts this frame on
+        # MicroPython's heap, an allocation per half-step
+        try:
+            self._f.seek(0)
+            self._f.write(_LEVEL[v])
+        except OSError:
+            self._retry(v)
+        self.value = v
+
+    def _retry(self, v):
+        """A write failed: try once more (a transient error), else raise with its errno."""
         try:
             self._f.seek(0)
             self._f.write(_LEVEL[v])
         except OSError as e:
             raise GpioError(self.pin, self.path, "write failed (%s)" % _why(e))
-        self.value = v
 
 
 class Gpio:

@@ -57,20 +57,23 @@ class Loop:
 
     def run_once(self):
         """Run every due device, then wait for the next deadline or a socket."""
+        # An index loop, not `for dev in ...`: the iterator's 4 stack words would push
+        # this frame past MicroPython's 11-word limit and onto the heap at every wakeup.
         self.wakeups += 1
         now = self.clock()
         nearest = None
-        for dev in self.devices:
-            due = dev.due
-            if due is None:
+        devices = self.devices
+        i = 0
+        while i < len(devices):
+            dev = devices[i]
+            i += 1
+            if dev.due is None:
                 continue
-            wait = ticks_diff(due, now)
-            if wait <= 0:
+            if ticks_diff(dev.due, now) <= 0:
                 dev.tick(now)
-                due = dev.due
-                if due is None:
+                if dev.due is None:
                     continue
-                wait = ticks_diff(due, now)
+            wait = ticks_diff(dev.due, now)
             if nearest is None or wait < nearest:
                 nearest = wait
         self.wait(now, nearest)

@@ -170,37 +170,40 @@ class Stepper:
 
     # --- the step path (hot) ------------------------------------------------------
     def tick(self, now):
+        # Few locals on purpose: a MicroPython frame over 11 words is heap-allocated,
+        # and this runs once per half-step.
         dist = self.target - self.steps
         level = self._level
         if dist == 0 and level == 0:
             self._finish()
             return
-        want = (dist > 0) - (dist < 0)
-        if self._dir and want != self._dir and level > 0:
+        d = self._dir
+        if d and dist * d <= 0 and level > 0:
             level -= 1                      # at or past the target at speed: brake first
         else:
-            self._dir = want
-            remaining = dist * want
+            d = 1 if dist > 0 else -1
+            self._dir = d
+            dist *= d                       # now the steps left
             # accelerate while there is room to slow down again, one level per step,
             # so the last step comes at the start speed, mirroring the first
-            level = min(level + 1, self._top, remaining - 2) if remaining > 1 else 0
-        nxt = self.steps + self._dir
-        if not self.homing and (nxt < self.min_steps or nxt > self.max_steps):
+            level = min(level + 1, self._top, dist - 2) if dist > 1 else 0
+        dist = self.steps + d               # now the position after this step
+        if not self.homing and (dist < self.min_steps or dist > self.max_steps):
             self.target = self.steps        # never drive past a soft limit
             self._finish()
             return
-        line, level_out = (_FORWARD if self._dir > 0 else _BACKWARD)[self.phase]
-        self._lines[line].set(level_out)
-        self.phase = (self.phase + self._dir) & 7
-        self.steps = nxt
+        change = (_FORWARD if d > 0 else _BACKWARD)[self.phase]
+        self._lines[change[0]].set(change[1])
+        self.phase = (self.phase + d) & 7
+        self.steps = dist
         self._level = level
         self._cam.changes += 1
-        if nxt == self.target and level == 0:
+        if dist == self.target and level == 0:
             self._finish()
             return
-        due = ticks_add(self.due, self._ramp[level])
+        d = ticks_add(self.due, self._ramp[level])
         # late by more than a step (a slow wakeup): restart timing, don't burst
-        self.due = due if ticks_diff(due, now) > 0 else ticks_add(now, self._ramp[level])
+        self.due = d if ticks_diff(d, now) > 0 else ticks_add(now, self._ramp[level])
 
     # --- coils --------------------------------------------------------------------
     def _energise(self):
