@@ -21,6 +21,7 @@ class Camera:
         self.loop = loop or Loop(cfg["timer_spin_us"])
         self.now = self.loop.clock
         self.changes = 0   # bumped on every state change, each half-step included
+        self.on_change = None  # called by changed() (not per half-step)
         self.state_dir = cfg["state_dir"]
         pins = self.board["pins"]
         try:
@@ -65,6 +66,8 @@ class Camera:
     # --- notifications from the devices -------------------------------------------
     def changed(self):
         self.changes += 1
+        if self.on_change is not None:   # the MQTT session: publish the new state
+            self.on_change()
 
     def motion_started(self, axis):
         self.positions.moving()

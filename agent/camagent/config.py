@@ -30,6 +30,7 @@ DEFAULTS = {
     "board": "imou-ranger-rc-4mp",
     "device_id": "",             # empty: the hostname
     "gpio_root": "/sys/class/gpio",
+    "proc_root": "/proc",        # where camera status is read (tests: a fake tree)
     "state_dir": "/overlay/camagent",
     "home_on_boot": False,
     "wifi_power": True,
@@ -55,12 +56,12 @@ RANGES = {
     "ircut_pulse_ms": (20, 1000), "sd_reset_ms": (1, 1000),
 }
 CHOICES = {"night.initial_mode": ("DAY", "NIGHT", "AUTO")}
-NONEMPTY = ("gpio_root", "state_dir", "mqtt.prefix", "mqtt.discovery_prefix")
+NONEMPTY = ("gpio_root", "proc_root", "state_dir", "mqtt.prefix", "mqtt.discovery_prefix")
 
 
 class ConfigError(Exception):
     def __init__(self, path, key, message):
-        Exception.__init__(self, "%s: %s: %s" % (path, key, message) if key
+        super().__init__("%s: %s: %s" % (path, key, message) if key
                            else "%s: %s" % (path, message))
         self.path = path
         self.key = key

@@ -7,6 +7,7 @@ deliberately no cover entities: pan and tilt are plain numbers and buttons.
 """
 import json
 
+_TITLES = {"pan": "Pan", "tilt": "Tilt"}
 # (component, object id, name, extra keys); "~" is the agent's base topic
 _ENTITIES = (
     ("button", "left", "Left", {"command_topic": "~/ptz/move", "payload_press": "LEFT"}),
@@ -102,7 +103,7 @@ class Discovery:
                  "min": axis.min_deg, "max": axis.max_deg, "step": 0.1,
                  "unit_of_measurement": "°", "mode": "slider", "icon": "mdi:pan-horizontal"
                  if name == "pan" else "mdi:pan-vertical"}
-        return self.topic("number", name), self._document(name, name.capitalize(), extra)
+        return self.topic("number", name), self._document(name, _TITLES[name], extra)
 
     def preset_document(self, names):
         """The preset select; an empty payload (removal) while there are no presets,

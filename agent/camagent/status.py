@@ -60,6 +60,14 @@ class Status:
                 return st[1] * st[4]   # f_frsize * f_bavail
         return None
 
+    def uptime(self):
+        """Whole seconds since boot (/proc/uptime: monotonic, unlike the wall clock)."""
+        lines = _lines(self.proc_root + "/uptime")
+        try:
+            return int(float(lines[0].split()[0]))
+        except (IndexError, ValueError):
+            return None
+
     def mac(self):
         """The wifi interface's MAC address ("aa:bb:..."), or None."""
         lines = _lines("%s/%s/address" % (self.net_root, self.wifi))

@@ -1,0 +1,357 @@
+"""`camhost demo`: the agent on a simulated camera, driven over MQTT, no hardware needed.
+
+It starts an embedded MQTT broker (amqtt) on a free loopback port unless --broker
+is given, lays out a simulated camera (camhost.simcam: the kernel's GPIO and
+/proc files in a temp dir), runs the real agent against it as a subprocess, and
+drives a short tour through the same code as `camhost ctl` while a live panel
+shows positions, LEDs and IR state. Ctrl-C stops everything; nothing is left
+running and the temp dir is removed.
+"""
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from . import ctl
+from .errors import CamhostError
+from .mqttclient import BrokerURL, Link
+from .simcam import SimCamera
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+AGENT_DIR = os.path.join(ROOT, "agent")
+VENDOR_DIR = os.path.join(ROOT, "build", "vendor")
+START_TIMEOUT_S = 20
+
+# (what the step shows, `camhost ctl` arguments, whether the agent should reject it)
+TOUR = (
+    ("find the mechanical zero of both axes", ["home"], False),
+    ("pan to 120 degrees", ["pan", "120"], False),
+    ("tilt to 70 degrees", ["tilt", "70"], False),
+    ("save this view as preset 'door'", ["preset", "save", "door"], False),
+    ("pan and tilt together, slowly", ["ptz", "--pan", "300", "--tilt", "15", "--speed", "{slow}"],
+     False),
+    ("one step left", ["move", "left"], False),
+    ("back to preset 'door'", ["preset", "goto", "door"], False),
+    ("night mode: IR-cut filter out, IR LED on", ["night", "night"], False),
+    ("green LED blinking", ["led", "green", "blink"], False),
+    ("red LED on", ["led", "red", "on"], False),
+    ("a command the agent must refuse", ["pan", "999"], True),
+    ("day mode again", ["night", "day"], False),
+    ("LEDs off", ["led", "green", "off"], False),
+    ("", ["led", "red", "off"], False),
+)
+
+
+def register(subparsers):
+    p = subparsers.add_parser("demo", help="simulated camera + embedded broker, driven over MQTT",
+                              description=__doc__.splitlines()[0])
+    p.add_argument("--broker", metavar="URL",
+                   help="use this broker instead of starting one (mqtt://host:port)")
+    p.add_argument("--device", default="demo", help="device id of the simulated camera")
+    p.add_argument("--speedup", type=float, default=3.0, metavar="X",
+                   help="run the motors X times faster than the real camera (1-20, default 3)")
+    p.add_argument("--pause", type=float, default=1.0, metavar="S",
+                   help="seconds between tour steps (default 1)")
+    p.add_argument("--no-tour", action="store_true", help="skip the tour: just the live view")
+    p.add_argument("--keep-running", action="store_true",
+                   help="after the tour keep everything running until Ctrl-C "
+                        "(use `camhost ctl --broker URL ...` from another terminal)")
+    p.set_defaults(func=main)
+
+
+def main(args):
+    if not 1 <= args.speedup <= 20:
+        raise CamhostError("--speedup must be from 1 to 20", exit_code=2)
+    if args.pause < 0:
+        raise CamhostError("--pause must not be negative", exit_code=2)
+    for path, fix in ((os.path.join(AGENT_DIR, "camagent", "__main__.py"),
+                       "run the demo from a camagent checkout (make demo)"),
+                      (os.path.join(VENDOR_DIR, "umqtt", "simple.py"),
+                       "run `make venv` to fetch umqtt.simple")):
+        if not os.path.exists(path):
+            raise CamhostError("%s is missing: %s" % (path, fix))
+    out = sys.stdout
+    work = tempfile.mkdtemp(prefix="camhost-demo-")
+    broker = sim = agent = link = view = None
+    try:
+        if args.broker:
+            url = BrokerURL(args.broker)
+        else:
+            broker = EmbeddedBroker().start()
+            url = BrokerURL(broker.url)
+        _say(out, "broker: %s%s" % (url, "" if args.broker else " (embedded amqtt)"))
+        sim = SimCamera(os.path.join(work, "camera"))
+        config = sim.write_config(device_id=args.device, mqtt=_agent_mqtt(url),
+                                  speedup=args.speedup)
+        agent = AgentProcess(config, os.path.join(work, "agent.log")).start()
+        _say(out, "agent: python -m camagent -c %s (pid %d)" % (config, agent.proc.pid))
+        link = Link(url, "camhost-demo")
+        _wait_online(link, args.device, agent)
+        view = LiveView(link, args.device, out, sim).start()
+        failures = [] if args.no_tour else tour(link, args.device, view, args.pause,
+                                                args.speedup)
+        if args.keep_running or args.no_tour:
+            try:
+                view.note("running; Ctrl-C stops the agent and the broker")
+                while agent.alive():
+                    time.sleep(0.2)
+            except KeyboardInterrupt:
+                pass
+            if not agent.alive():
+                failures.append("the agent exited: %s" % agent.tail())
+        view.stop()
+        view = None
+        if failures:
+            raise CamhostError("demo failed: %s" % "; ".join(failures))
+        _say(out, "demo finished: every step did what it should")
+        return 0
+    finally:
+        # a second Ctrl-C must not cut the clean-up short
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # the agent goes first, while the broker can still carry its "offline"
+        for part, stop in ((view, "stop"), (agent, "stop"), (link, "close"), (broker, "stop"),
+                           (sim, "close")):
+            if part is not None:
+                try:
+                    getattr(part, stop)()
+                except Exception as e:  # keep cleaning up the rest
+                    print("camhost: demo cleanup: %s" % e, file=sys.stderr)
+        shutil.rmtree(work, ignore_errors=True)
+        signal.signal(signal.SIGINT, previous)
+
+
+def tour(link, device, view, pause, speedup):
+    failures = []
+    for text, argv, refused in TOUR:
+        # "slowly" is 30 deg/s on the real camera: as much faster as the motors are
+        argv = [a.replace("{slow}", "%d" % (30 * speedup)) for a in argv]
+        view.note("camhost ctl %s%s" % (" ".join(argv), "   # " + text if text else ""))
+        try:
+            state, summary = ctl.execute(link, argv, device=device)
+            if refused:
+                failures.append("ctl %s was accepted, but should have been refused"
+                                % " ".join(argv))
+            view.result("ok: " + summary)
+        except CamhostError as e:
+            view.result(("refused, as it should be: %s" if refused else "FAILED: %s") % e)
+            if not refused:
+                failures.append("ctl %s: %s" % (" ".join(argv), e))
+        time.sleep(pause)
+    return failures
+
+
+def _agent_mqtt(url):
+    cfg = {"host": url.host, "port": url.port, "keepalive": 30, "state_interval": 60}
+    if url.username:
+        cfg["username"], cfg["password"] = url.username, url.password or ""
+    if url.tls:
+        cfg["tls"] = {"enabled": True, "ca_file": url.ca or "", "cert_file": url.cert or "",
+                      "key_file": url.key or ""}
+    return cfg
+
+
+def _wait_online(link, device, agent):
+    topic = "%s/%s/availability" % (ctl.DEFAULT_PREFIX, device)
+    link.subscribe(topic)
+    end = time.monotonic() + START_TIMEOUT_S
+    while link.last.get(topic) != b"online":
+        if not agent.alive():
+            raise CamhostError("the agent exited: %s" % agent.tail())
+        if time.monotonic() > end:
+            raise CamhostError("the agent did not come online within %d s: %s"
+                               % (START_TIMEOUT_S, agent.tail()))
+        time.sleep(0.05)
+
+
+def _say(out, text):
+    out.write("camhost demo: %s\n" % text)
+    out.flush()
+
+
+class EmbeddedBroker:
+    """amqtt's broker on its own asyncio loop in a thread, on a free loopback port."""
+
+    def __init__(self, host="127.0.0.1"):
+        self.host = host
+        self.port = None
+        self._loop = None
+        self._broker = None
+        self._thread = None
+        self._ready = threading.Event()
+        self._error = None
+
+    @property
+    def url(self):
+        return "mqtt://%s:%d" % (self.host, self.port)
+
+    def start(self):
+        for name in ("amqtt", "transitions"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)   # keep the panel clean
+        from amqtt.broker import Broker
+        with socket.socket() as s:
+            s.bind((self.host, 0))
+            self.port = s.getsockname()[1]
+        listener = {"type": "tcp", "bind": "%s:%d" % (self.host, self.port)}
+        config = {"listeners": {"default": listener},
+                  "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin":
+                              {"allow_anonymous": True}}}
+        self._loop = asyncio.new_event_loop()
+
+        def serve():
+            asyncio.set_event_loop(self._loop)
+            try:
+                self._broker = Broker(config, loop=self._loop)
+                self._loop.run_until_complete(self._broker.start())
+            except Exception as e:
+                self._error = e
+                self._ready.set()
+                return
+            self._ready.set()
+            self._loop.run_forever()
+            self._loop.run_until_complete(self._broker.shutdown())
+            self._loop.close()
+        self._thread = threading.Thread(target=serve, name="amqtt", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(START_TIMEOUT_S) or self._error:
+            raise CamhostError("the embedded MQTT broker (amqtt) did not start: %s"
+                               % (self._error or "no answer"))
+        return self
+
+    def stop(self):
+        if self._thread and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+
+
+class AgentProcess:
+    """`python -m camagent -c CONFIG` in its own session: Ctrl-C reaches only the demo,
+    which then stops the agent with SIGTERM (the agent's clean shutdown path)."""
+
+    def __init__(self, config, log_path):
+        self.config = config
+        self.log_path = log_path
+        self.proc = None
+        self._log = None
+
+    def start(self):
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([AGENT_DIR, VENDOR_DIR]))
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen([sys.executable, "-m", "camagent", "-c", self.config],
+                                     stdout=self._log, stderr=subprocess.STDOUT, env=env,
+                                     start_new_session=True)
+        return self
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def tail(self, lines=5):
+        try:
+            with open(self.log_path, "rb") as f:
+                text = f.read().decode(errors="replace").strip().splitlines()
+        except OSError:
+            return "(no log)"
+        return " / ".join(text[-lines:]) or "(no output)"
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self._log:
+            self._log.close()
+            self._log = None
+
+
+class LiveView:
+    """The agent's state as a panel redrawn in place (10 times a second), with the
+    simulated camera's pin levels and the tour's current step under it. Without a
+    terminal it prints the tour's steps and results as plain lines instead."""
+
+    def __init__(self, link, device, out, sim=None):
+        self.link = link
+        self.base = "%s/%s" % (ctl.DEFAULT_PREFIX, device)
+        self.device = device
+        self.sim = sim
+        self.out = out
+        self.tty = out.isatty()
+        self.panel = ctl.Panel(out, self.tty)
+        self.step = ""
+        self.outcome = ""
+        self.error = None
+        self._dirty = threading.Event()
+        self._stop = threading.Event()
+        self._thread = None
+
+    def start(self):
+        self.link.subscribe(self.base + "/state", self.base + "/error")
+        self.link.listeners.append(self._on_message)
+        if self.tty:
+            self._thread = threading.Thread(target=self._render, name="live-view", daemon=True)
+            self._thread.start()
+            self._dirty.set()
+        return self
+
+    def _on_message(self, topic, payload):
+        if topic == self.base + "/error":
+            doc = ctl._json(payload) or {}
+            self.error = doc.get("error")
+        self._dirty.set()
+
+    def note(self, step):
+        self.step, self.outcome = step, ""
+        if not self.tty:
+            self.out.write("> %s\n" % step)
+            self.out.flush()
+        self._dirty.set()
+
+    def result(self, text):
+        self.outcome = text
+        if not self.tty:
+            self.out.write("  %s\n" % text)
+            self.out.flush()
+        self._dirty.set()
+
+    def _lines(self):
+        state = ctl._json(self.link.last.get(self.base + "/state", b"")) or {}
+        avail = self.link.last.get(self.base + "/availability", b"?").decode(errors="replace")
+        lines = ctl.panel_lines(self.device, state, avail, self.error)
+        if self.sim is not None:
+            lines.append(self._pins())
+        return lines + ["", "tour: " + self.step, "      " + self.outcome]
+
+    def _pins(self):
+        """What the agent wrote to the simulated GPIO files, as a row of levels."""
+        def bits(name):
+            levels = self.sim.levels(name)
+            levels = levels if isinstance(levels, tuple) else (levels,)
+            return "".join("-" if v is None else str(v) for v in levels)
+        return "GPIO  pan %s  tilt %s  IR LED %s  IR-cut open/close %s/%s  green %s  red %s" % (
+            bits("pan"), bits("tilt"), bits("ir_led"), bits("ircut_open"), bits("ircut_close"),
+            bits("led_green"), bits("led_red"))
+
+    def _render(self):
+        # redrawn on every message, and anyway 10 times a second for the pin levels
+        while not self._stop.is_set():
+            self._dirty.wait(0.1)
+            self._dirty.clear()
+            self.panel.draw(self._lines())
+            time.sleep(0.05)
+
+    def stop(self):
+        self._stop.set()
+        if self._thread:
+            self._thread.join(2)
+            self.panel.draw(self._lines())   # the final picture stays on screen
+            self._thread = None
+        if self._on_message in self.link.listeners:
+            self.link.listeners.remove(self._on_message)

@@ -1,0 +1,224 @@
+"""A simulated camera for `camhost demo` and the tests: the kernel files the agent uses.
+
+SimCamera(root) lays out, in a scratch directory:
+  sys/class/gpio/   export and unexport as FIFOs, served by a thread that creates
+                    and removes gpioN/ (direction, value, active_low, edge) the way
+                    the kernel does when a number is written to them
+  proc/             meminfo, net/wireless, mounts (an SD card mounted on sd/), and
+                    uptime (a link to the host's, so uptimes advance)
+  state/            the agent's state_dir
+and writes agent configs pointing at them. Only the kernel is simulated: the
+agent under test is the real one, writing the same files it writes on a camera.
+"""
+import json
+import os
+import shutil
+import threading
+import time
+
+# The Ranger RC's pins (camagent's board profile), named for the live view.
+PINS = {"pan": (14, 15, 16, 17), "tilt": (31, 36, 37, 38), "ir_led": 44, "sd_reset": 45,
+        "wifi_power": 46, "led_green": 61, "led_red": 79, "ircut_open": 76, "ircut_close": 77}
+
+# Motor settings for tests and the demo: same mechanics, faster (half-steps/s).
+FAST_AXIS = {"speed": 4000, "max_speed": 8000, "start_speed": 1000, "accel": 100000,
+             "home_speed": 4000}
+
+_STOP = b"\0"
+
+
+class SimCamera:
+    def __init__(self, root, sd_card=True, rssi=-58):
+        self.root = os.path.abspath(str(root))
+        self.gpio_root = os.path.join(self.root, "sys", "class", "gpio")
+        self.proc_root = os.path.join(self.root, "proc")
+        self.state_dir = os.path.join(self.root, "state")
+        self.sd_mount = os.path.join(self.root, "sd")
+        self.exports = []      # every pin number written to export, in order
+        self.unexports = []
+        for d in (self.gpio_root, os.path.join(self.proc_root, "net"), self.state_dir,
+                  self.sd_mount):
+            os.makedirs(d, exist_ok=True)
+        self._write_proc(sd_card, rssi)
+        self._lock = threading.Lock()
+        self._threads = []
+        self._fds = []
+        for name, handler in (("export", self._export), ("unexport", self._unexport)):
+            path = os.path.join(self.gpio_root, name)
+            os.mkfifo(path)
+            # holding a write end ourselves: read() then blocks instead of seeing EOF
+            fd = os.open(path, os.O_RDWR)
+            self._fds.append(fd)
+            t = threading.Thread(target=self._serve, args=(fd, handler), daemon=True,
+                                 name="simcam-" + name)
+            t.start()
+            self._threads.append(t)
+
+    # --- the kernel side ---------------------------------------------------------
+    def _write_proc(self, sd_card, rssi):
+        files = {
+            "meminfo": "MemTotal:          49152 kB\nMemFree:            9000 kB\n"
+                       "MemAvailable:      21504 kB\nBuffers:             100 kB\n",
+            "net/wireless": "Inter-| sta-|   Quality        |   Discarded packets"
+                            "               | Missed | WE\n"
+                            " face | tus | link level noise |  nwid  crypt   frag  retry"
+                            "   misc | beacon | 22\n"
+                            " wlan0: 0000   54.  %d.  -256        0      0      0      0"
+                            "      0        0\n" % rssi,
+            "mounts": "/dev/root / squashfs ro,relatime 0 0\n"
+                      "proc /proc proc rw,relatime 0 0\n"
+                      + ("/dev/mmcblk0p1 %s vfat rw,relatime 0 0\n" % self.sd_mount
+                         if sd_card else ""),
+        }
+        for name, text in files.items():
+            with open(os.path.join(self.proc_root, name), "w") as f:
+                f.write(text)
+        os.symlink("/proc/uptime", os.path.join(self.proc_root, "uptime"))
+
+    def _serve(self, fd, handler):
+        while True:
+            data = os.read(fd, 256)
+            if _STOP in data:
+                return
+            for word in data.split():
+                try:
+                    handler(word.decode())
+                except (ValueError, OSError):
+                    pass  # the kernel would answer EINVAL; the agent sees no gpioN/ appear
+
+    def _export(self, word):
+        pin = int(word)
+        with self._lock:
+            self.exports.append(pin)
+            if os.path.isdir(self.pin_dir(pin)):
+                return
+            tmp = os.path.join(self.gpio_root, ".gpio%d.new" % pin)
+            os.makedirs(tmp, exist_ok=True)
+            for name, text in (("direction", "in"), ("value", "0"), ("active_low", "0"),
+                               ("edge", "none")):
+                with open(os.path.join(tmp, name), "w") as f:
+                    f.write(text + "\n")
+            os.rename(tmp, self.pin_dir(pin))   # appears whole, as the kernel's does
+
+    def _unexport(self, word):
+        # back-to-back writes can meet in the FIFO ("1415"): split into exported pins
+        with self._lock:
+            for pin in _split_pins(word, [p for p in self.exported_pins()]):
+                self.unexports.append(pin)
+                shutil.rmtree(self.pin_dir(pin), ignore_errors=True)
+
+    # --- what tests and the live view read -----------------------------------------
+    def pin_dir(self, pin):
+        return os.path.join(self.gpio_root, "gpio%d" % pin)
+
+    def exported_pins(self):
+        pins = []
+        for name in os.listdir(self.gpio_root):
+            if name.startswith("gpio") and name[4:].isdigit():
+                pins.append(int(name[4:]))
+        return sorted(pins)
+
+    def value(self, pin):
+        """The pin's level as the kernel would report it, or None if it is not exported.
+
+        The level is the last one written to gpioN/value; before any such write,
+        the one a "high"/"low" written to gpioN/direction set (the agent's value
+        file is opened for writing, which empties the plain file here).
+        """
+        d = self.pin_dir(pin)
+        try:
+            with open(os.path.join(d, "value")) as f:
+                text = f.read().strip()
+            if text in ("0", "1"):
+                return int(text)
+            with open(os.path.join(d, "direction")) as f:
+                direction = f.read().strip()
+        except OSError:
+            return None
+        return {"high": 1, "low": 0, "out": 0}.get(direction)
+
+    def levels(self, name):
+        """Levels of a named pin or pin group (see PINS), None for unexported pins."""
+        pins = PINS[name]
+        if isinstance(pins, int):
+            return self.value(pins)
+        return tuple(self.value(p) for p in pins)
+
+    def unsafe(self):
+        """A sentence describing an unsafe output state, or None when all is safe.
+
+        Two value files cannot be read at one instant, so one coil is read before
+        and after the other: high, high, high within 50 ms means both were driven
+        together (a correct agent holds a coil for a whole ~150 ms pulse first).
+        """
+        start = time.monotonic()
+        first = self.value(PINS["ircut_open"])
+        other = self.value(PINS["ircut_close"])
+        again = self.value(PINS["ircut_open"])
+        if first == other == again == 1 and time.monotonic() - start < 0.05:
+            return "both IR-cut coils are driven"
+        return None
+
+    # --- agent configs -------------------------------------------------------------
+    def config(self, device_id="simcam", mqtt=None, fast=False, speedup=None, **extra):
+        doc = {"device_id": device_id, "gpio_root": self.gpio_root,
+               "proc_root": self.proc_root, "state_dir": self.state_dir, "light_file": "",
+               "mqtt": mqtt or {}}
+        if fast or speedup:
+            axis = dict(FAST_AXIS) if fast else _scaled_axis(speedup)
+            doc["overrides"] = {"pan": dict(axis), "tilt": dict(axis)}
+        doc.update(extra)
+        return doc
+
+    def write_config(self, path=None, **kwargs):
+        path = path or os.path.join(self.root, "camagent.json")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it may hold a password
+        with os.fdopen(fd, "w") as f:
+            json.dump(self.config(**kwargs), f, indent=2)
+        return path
+
+    def close(self):
+        for fd in self._fds:
+            try:
+                os.write(fd, _STOP)
+            except OSError:
+                pass
+        for t in self._threads:
+            t.join(5)
+        for fd in self._fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._fds = []
+
+
+def _scaled_axis(speedup):
+    """The board's default motion (camagent.boards) made `speedup` times faster."""
+    base = {"speed": 600, "max_speed": 1000, "start_speed": 200, "accel": 2500,
+            "home_speed": 500}
+    out = {}
+    for key, value in base.items():
+        factor = speedup * speedup if key == "accel" else speedup
+        out[key] = int(value * factor)
+    return out
+
+
+def _split_pins(word, known):
+    """`word` as a sequence of numbers from `known` ("1415" -> [14, 15]); [int] if not."""
+    if not word.isdigit():
+        raise ValueError(word)
+    if int(word) in known or len(word) <= 1:
+        return [int(word)]
+
+    def split(rest):
+        if not rest:
+            return []
+        for cut in range(len(rest), 0, -1):
+            head = int(rest[:cut])
+            if head in known:
+                tail = split(rest[cut:])
+                if tail is not None:
+                    return [head] + tail
+        return None
+    return split(word) or [int(word)]

@@ -1,0 +1,179 @@
+"""`camhost ctl` against a running agent on a real mosquitto."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from broker_fixtures import Agent, Mosquitto, Watcher, stop_leftovers, wait_until  # noqa: F401
+from camhost import cli
+from camhost.errors import CamhostError
+from camhost.mqttclient import BrokerURL
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ctl")
+    broker = Mosquitto(d / "broker").start()
+    agent = Agent(d, broker, sd_reset_on_start=False,
+                  night={"initial_mode": "DAY", "dark_below": 20, "light_above": 40,
+                         "min_dwell_s": 0}).start()
+    w = Watcher(broker, [agent.base + "/availability"])
+    w.wait_for(lambda t, p: p == b"online", "the agent online")
+    w.close()
+    yield broker, agent
+    agent.close()
+    broker.kill()
+
+
+@pytest.fixture
+def ctl(setup, capsys):
+    broker, agent = setup
+
+    def run(*argv):
+        code = cli.main(["ctl", "--broker", broker.url, "--timeout", "20"] + list(argv))
+        out, err = capsys.readouterr()
+        return code, out, err
+    return run
+
+
+def test_list_and_status(ctl):
+    code, out, err = ctl("list")
+    assert code == 0
+    assert out.splitlines()[0].split() == ["DEVICE", "STATUS", "PAN", "TILT", "VERSION"]
+    assert out.splitlines()[1].split()[:2] == ["testcam", "online"]
+    code, out, err = ctl("status")
+    assert code == 0 and out.startswith("testcam  [online]") and "pan  [" in out
+    code, out, err = ctl("status", "--json")
+    assert code == 0 and json.loads(out)["pan"]["max"] == 355.1
+
+
+def test_motion_commands_wait_for_the_result(ctl):
+    assert ctl("home") == (0, "testcam: homed; parked at pan 177.5°, tilt 45.0°\n", "")
+    assert ctl("pan", "90") == (0, "testcam: pan at 90.0°\n", "")
+    assert ctl("pan", "--by", "-10.5") == (0, "testcam: pan at 79.5°\n", "")
+    assert ctl("tilt", "10") == (0, "testcam: tilt at 10.0°\n", "")
+    assert ctl("ptz", "--pan", "200", "--tilt", "30", "--speed", "60") == \
+        (0, "testcam: pan at 200.0°, tilt at 30.0°\n", "")
+    # 200 degrees is half-step 2276; the 10 degree increment is 114 half-steps
+    assert ctl("move", "right")[1] == "testcam: pan at 210.1°, tilt at 30.0°\n"
+    assert ctl("stop")[1] == "testcam: stopped at pan 210.1°, tilt 30.0°\n"
+
+
+def test_presets(ctl):
+    ctl("ptz", "--pan", "12", "--tilt", "34")
+    assert ctl("preset", "save", "desk") == (0, "testcam: preset desk saved; presets: desk\n", "")
+    assert ctl("preset", "list")[1] == "testcam: presets: desk (pan 12.0°, tilt 34.0°)\n"
+    ctl("pan", "300")
+    assert ctl("preset", "goto", "desk")[1] == "testcam: at preset desk: pan 12.0°, tilt 34.0°\n"
+    assert ctl("preset", "delete", "desk")[1] == "testcam: preset desk deleted; presets: none\n"
+
+
+def test_ir_night_and_leds(ctl, setup):
+    sim = setup[1].sim
+    assert ctl("ir", "led", "on")[1] == "testcam: IR LED ON, IR-cut DAY\n"
+    assert sim.levels("ir_led") == 1
+    assert ctl("ir", "cut", "night")[1] == "testcam: IR LED ON, IR-cut NIGHT\n"
+    assert ctl("night", "day")[1] == "testcam: night mode DAY (IR LED OFF, IR-cut DAY)\n"
+    assert ctl("led", "red", "blink")[1] == "testcam: red LED BLINK\n"
+    assert ctl("led", "red", "off")[1] == "testcam: red LED OFF\n"
+    assert sim.levels("led_red") == 0
+
+
+@pytest.mark.parametrize("argv,message", [
+    (("pan", "999"), "testcam: pan position 999.0 is out of range; 0.0 to 355.1 degrees accepted"),
+    (("tilt", "ten"), "testcam: tilt position in degrees must be a decimal number such as 90 or "
+                      "-12.5"),
+    (("ptz", "--pan", "abc"), "testcam: ptz/set: pan must be a number"),
+    (("ptz",), "testcam: ptz/set needs pan or tilt (degrees); speed alone moves nothing"),
+    (("night", "dusk"), "testcam: night_mode/set accepts DAY or NIGHT or AUTO (any case)"),
+    (("preset", "goto", "nowhere"), "testcam: no preset named 'nowhere'; saved presets: none"),
+    (("move", "sideways"), "testcam: ptz/move accepts LEFT or RIGHT or UP or DOWN (any case)"),
+])
+def test_rejected_commands_exit_1_with_the_agents_own_words(ctl, argv, message):
+    assert ctl(*argv) == (1, "", "camhost: error: %s\n" % message)
+
+
+def test_unknown_device_and_unreachable_broker(ctl, capsys):
+    code, out, err = ctl("--device", "nosuch", "pan", "1")
+    assert code == 3 and "no agent 'nosuch'" in err
+    code = cli.main(["ctl", "--broker", "mqtt://127.0.0.1:1", "list"])
+    out, err = capsys.readouterr()
+    assert code == 4 and "cannot reach the MQTT broker at mqtt://127.0.0.1:1" in err
+
+
+def test_several_agents_need_device(setup, tmp_path, capsys):
+    broker, agent = setup
+    second = Agent(tmp_path, broker, device_id="othercam").start()
+    try:
+        w = Watcher(broker, [second.base + "/availability"])
+        w.wait_for(lambda t, p: p == b"online", "the second agent")
+        w.close()
+        code = cli.main(["ctl", "--broker", broker.url, "pan", "1"])
+        out, err = capsys.readouterr()
+        assert code == 2 and "several agents are online (othercam, testcam)" in err
+        code = cli.main(["ctl", "--broker", broker.url, "--device", "othercam", "pan", "100"])
+        assert code == 0 and capsys.readouterr().out == "othercam: pan at 100.0°\n"
+    finally:
+        second.close()
+
+
+def test_offline_agent_is_not_sent_commands(setup, tmp_path, capsys):
+    broker, agent = setup
+    gone = Agent(tmp_path, broker, device_id="gonecam").start()
+    w = Watcher(broker, [gone.base + "/availability"])
+    w.wait_for(lambda t, p: p == b"online", "online")
+    gone.kill()
+    w.wait_for(lambda t, p: p == b"offline", "offline")
+    w.close()
+    gone.close()
+    code = cli.main(["ctl", "--broker", broker.url, "--device", "gonecam", "pan", "1"])
+    assert code == 3 and "agent gonecam is offline; nothing sent" in capsys.readouterr().err
+
+
+def test_watch_updates_until_count(setup):
+    broker, agent = setup
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "hostside"))
+    proc = subprocess.Popen([sys.executable, "-m", "camhost", "ctl", "--broker", broker.url,
+                             "--device", "testcam", "watch", "--count", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        first = proc.stdout.readline()            # the panel as it stands
+        assert first.startswith("pan  [") and "IR LED OFF " in first
+        assert cli.main(["ctl", "--broker", broker.url, "ir", "led", "on"]) == 0
+        assert cli.main(["ctl", "--broker", broker.url, "ir", "led", "off"]) == 0
+        out, err = proc.communicate(timeout=20)
+        assert proc.returncode == 0, err
+        lines = out.splitlines()
+        assert len(lines) == 2     # one state per command, then it stops
+        assert "IR LED ON " in lines[0] and "IR LED OFF " in lines[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def test_broker_urls(mosq_auth):
+    b = BrokerURL("mqtt://user:p%40ss@example.net:1884")
+    assert (b.host, b.port, b.username, b.password, b.tls) == ("example.net", 1884, "user",
+                                                               "p@ss", False)
+    b = BrokerURL("mqtts://h?ca=/x/ca.crt&cert=/x/c.crt&key=/x/c.key")
+    assert (b.port, b.tls, b.ca, b.cert, b.key) == (8883, True, "/x/ca.crt", "/x/c.crt", "/x/c.key")
+    assert BrokerURL("10.0.0.2").port == 1883
+    with pytest.raises(CamhostError) as e:
+        BrokerURL("http://h")
+    assert e.value.exit_code == 2
+    ok = "mqtt://viewer:v@127.0.0.1:%d" % mosq_auth.port
+    assert cli.main(["ctl", "--broker", ok, "list"]) == 0
+    bad = "mqtt://viewer:wrong@127.0.0.1:%d" % mosq_auth.port
+    assert cli.main(["ctl", "--broker", bad, "list"]) == 4
+
+
+@pytest.fixture
+def mosq_auth(tmp_path):
+    b = Mosquitto(tmp_path / "auth", users={"viewer": "v"}).start()
+    yield b
+    b.kill()

@@ -1,0 +1,102 @@
+"""`camhost demo` (what `make demo` runs): the tour, Ctrl-C, an external broker, and
+that nothing is left behind."""
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+
+from broker_fixtures import WAIT_S, Mosquitto, stop_leftovers, wait_until  # noqa: F401
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def demo(*args, tmp):
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "hostside"), TMPDIR=str(tmp))
+    return subprocess.Popen([sys.executable, "-m", "camhost", "demo"] + list(args),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def gone(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    # a zombie of ours would still answer; the demo reaps its agent, so this means alive
+    return False
+
+
+def agent_pid(output):
+    return int(re.search(r"\(pid (\d+)\)", output).group(1))
+
+
+def port_closed(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return False
+    except OSError:
+        return True
+
+
+def test_the_tour_runs_and_cleans_up(tmp_path):
+    proc = demo("--speedup", "10", "--pause", "0", tmp=tmp_path)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out + err
+    lines = out.splitlines()
+    steps = [l for l in lines if l.startswith("> camhost ctl ")]
+    assert [s.split("#")[0].split()[3] for s in steps][:4] == ["home", "pan", "tilt", "preset"]
+    assert "  ok: homed; parked at pan 177.5°, tilt 45.0°" in lines
+    assert "  ok: at preset door: pan 120.0°, tilt 70.0°" in lines
+    assert "  ok: night mode NIGHT (IR LED ON, IR-cut NIGHT)" in lines
+    assert "  ok: green LED BLINK" in lines
+    assert "  refused, as it should be: demo: pan position 999.0 is out of range; 0.0 to " \
+           "355.1 degrees accepted" in lines
+    assert lines[-1] == "camhost demo: demo finished: every step did what it should"
+    port = int(re.search(r"broker: mqtt://127.0.0.1:(\d+) \(embedded amqtt\)", out).group(1))
+    assert gone(agent_pid(out)) and port_closed(port)
+    assert not os.listdir(tmp_path)            # the temp dir went too
+
+
+def test_ctrl_c_stops_everything(tmp_path):
+    proc = demo("--no-tour", tmp=tmp_path)
+    try:
+        seen = []
+        for line in proc.stdout:
+            seen.append(line)
+            if line.startswith("> running; Ctrl-C"):
+                break
+        pid = agent_pid("".join(seen))
+        assert not gone(pid)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=WAIT_S)
+        assert proc.returncode == 0, err
+        assert "demo finished" in out
+        wait_until(lambda: gone(pid), what="the agent to exit")
+        assert not os.listdir(tmp_path)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def test_against_an_external_broker(tmp_path):
+    broker = Mosquitto(tmp_path / "broker").start()
+    work = tmp_path / "tmp"
+    work.mkdir()
+    try:
+        proc = demo("--broker", broker.url, "--speedup", "10", "--pause", "0", tmp=work)
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, out + err
+        assert "broker: %s\n" % broker.url in out and "embedded" not in out
+        # the agent said goodbye on the way out: its availability is retained offline
+        log = broker.log_text()
+        assert "camagent-demo" in log
+    finally:
+        broker.kill()
+
+
+def test_bad_options_are_refused(tmp_path):
+    proc = demo("--speedup", "100", tmp=tmp_path)
+    out, err = proc.communicate(timeout=WAIT_S)
+    assert proc.returncode == 2 and "--speedup must be from 1 to 20" in err
