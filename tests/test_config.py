@@ -56,6 +56,7 @@ def test_overrides_reach_the_profile(tmp_path):
     ('{"mqtt": {"port": 70000}}', "mqtt.port", "from 1 to 65535"),
     ('{"mqtt": {"tls": {"ca": "x"}}}', "mqtt.tls.ca", "unknown key"),
     ('{"device_id": "cam/1"}', "device_id", "letters, digits"),
+    ('{"device_id": "kam\u00e9ra"}', "device_id", "letters, digits"),
     ('{"overrides": {"pins": {"led_red": 14}}}', "overrides.pins", "assigned twice"),
     ('{"overrides": {"pan": {"max_steps": -5}}}', "overrides.pan.max_steps", "not negative"),
     ('{"overrides": {"tilt": {"park": 99999}}}', "overrides.tilt", "park between"),
@@ -84,13 +85,14 @@ def test_agent_exits_2_with_one_line(tmp_path, content):
     assert len(lines) == 1 and str(path) in lines[0] and "Traceback" not in p.stderr
 
 
-def test_agent_runs_without_mqtt_and_stops_cleanly(tmp_path):
+def test_agent_runs_without_mqtt_and_stops_cleanly(tmp_path, request):
     fs = FakeSysfs(tmp_path / "gpio")
     try:
         path = tmp_path / "camagent.json"
         path.write_text(json.dumps({"gpio_root": fs.root, "state_dir": str(tmp_path / "st"),
                                     "home_on_boot": True, "sd_reset_on_start": True}))
         p = subprocess.Popen(agent_cmd(path), env=agent_env(), stderr=subprocess.PIPE, text=True)
+        request.addfinalizer(p.kill)   # never leave an agent behind, even on failure
         deadline = time.time() + 10
         def energised():
             try:

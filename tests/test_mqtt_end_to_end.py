@@ -52,7 +52,7 @@ def test_state_document_has_every_field(cam):
     agent, watcher = cam
     state = latest_state(watcher, agent.base)
     for axis in ("pan", "tilt"):
-        assert set(state[axis]) == {"position", "steps", "target_steps", "moving", "homed",
+        assert set(state[axis]) == {"position", "steps", "target_steps", "moving", "homed", "clamped",
                                     "min", "max"}
     assert state["pan"]["min"] == 0.0 and state["pan"]["max"] == 355.1
     for key, values in (("ir_led", ("ON", "OFF")), ("ir_cut", ("DAY", "NIGHT")),

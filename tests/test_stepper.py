@@ -121,7 +121,10 @@ def test_target_outside_limits_is_clamped_and_reported(rig):
     assert axis.move_to_deg(-10) is True
     rig.loop.run_until(lambda: not axis.moving)
     assert axis.steps == axis.min_steps
+    assert rig.cam.hardware_state()["tilt"]["clamped"] is True
+    assert axis.move_by_deg(-5) is True          # relative moves clamp the same way
     assert axis.move_to_deg(45) is False
+    assert rig.cam.hardware_state()["tilt"]["clamped"] is False
 
 
 def test_stop_preempts_at_once_and_releases(rig):

@@ -86,7 +86,8 @@ class Camera:
         for name, axis in self.axes.items():
             doc[name] = {"position": axis.position_deg(), "steps": axis.steps,
                          "target_steps": axis.target, "moving": axis.moving,
-                         "homed": axis.homed, "min": axis.min_deg, "max": axis.max_deg}
+                         "homed": axis.homed, "clamped": axis.clamped,
+                         "min": axis.min_deg, "max": axis.max_deg}
         doc["ir_led"] = ON_OFF[self.ir.led]
         doc["ir_cut"] = self.ir.cut
         doc["night_mode"] = self.ir.mode

@@ -205,8 +205,8 @@ def parse(text, path="(config)"):
     if not cfg["device_id"]:
         cfg["device_id"] = hostname()
     for ch in cfg["device_id"]:
-        if not (ch.isalpha() or ch.isdigit() or ch in "-_"):
-            raise ConfigError(path, "device_id", "%r: only letters, digits, - and _ "
+        if not ("a" <= ch <= "z" or "A" <= ch <= "Z" or "0" <= ch <= "9" or ch in "-_"):
+            raise ConfigError(path, "device_id", "%r: only ASCII letters, digits, - and _ "
                               "(it becomes part of MQTT topics)" % cfg["device_id"])
     prefix = cfg["mqtt"]["prefix"]
     if "+" in prefix or "#" in prefix or prefix[0] == "/" or prefix[-1] == "/":

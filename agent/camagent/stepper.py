@@ -69,6 +69,7 @@ class Stepper:
         self.phase = 0           # index into PHASES; kept apart from `steps` for homing
         self.homed = False
         self.homing = False
+        self.clamped = False     # the last target was outside the soft limits
         self.moving = False
         self.energised = False
         self.due = None          # loop deadline of the next step
@@ -105,6 +106,7 @@ class Stepper:
         """Move to half-step `target` (clamped to the soft limits); True if clamped."""
         clamped = target < self.min_steps or target > self.max_steps
         target = min(max(target, self.min_steps), self.max_steps)
+        self.clamped = clamped     # reported in the state until the next move
         self._start(target, speed)
         return clamped
 

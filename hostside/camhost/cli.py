@@ -1,11 +1,12 @@
-"""The `camhost` command line: a thin layer that hands each subcommand to its module.
+"""camhost: build, flash and control camagent cameras.
+
+The command line is a thin layer that hands each subcommand to its module.
 
 Each module in COMMAND_MODULES defines `register(subparsers)`, which adds its
 subcommands and sets `func` on them; `func(args)` returns the exit code.
 """
 import argparse
 import importlib
-import importlib.util
 import sys
 
 from . import __version__
@@ -25,8 +26,6 @@ def build_parser():
     parser.add_argument("--version", action="version", version="camhost " + __version__)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        if importlib.util.find_spec("." + name, __package__) is None:
-            continue  # DEVELOPMENT ONLY: removed once every module has landed
         importlib.import_module("." + name, __package__).register(sub)
     return parser
 
