@@ -88,7 +88,7 @@ def render(sections):
 
 
 def markdown(sections):
-    """The same figures as markdown, one table per section (for docs/readme-bench.md)."""
+    """The same figures as markdown, one table per section (for the README's "Latest results")."""
     out = []
     for sec in sections:
         out.append("**%s**" % sec["title"])

@@ -45,7 +45,7 @@ NEEDED_COMMANDS = ("start-stop-daemon", "logger")
 
 MPY_CROSS_VERSION = "1.22"
 # MicroPython 1.22 unix port with patches/lean, ARM Thumb-2 -Os, stripped, measured in
-# a squashfs (xz): see docs/readme-packaging.md.
+# a squashfs (xz): see "The flash budget" in README.md.
 LEAN_MICROPYTHON = 96577
 MAX_MEMBER = 64 * 1024 * 1024
 
