@@ -39,6 +39,23 @@ def test_reconnect_backoff_is_capped_exponential_with_jitter(tmp_path, capsys):
         rig.close()
 
 
+def test_no_blocking_connect_while_an_ircut_coil_is_driven(tmp_path, mosquitto):
+    rig = Rig(tmp_path, sd_reset_on_start=False,
+              mqtt={"host": "127.0.0.1", "port": mosquitto.port})
+    rig.loop.run_for(1000000)                 # the start-up IR-cut pulse is over
+    session = Session(rig.cam, rig.cfg)
+    try:
+        rig.cam.ir.set_cut("NIGHT")           # a 150 ms pulse starts now
+        pulse_end = rig.loop.elapsed + rig.cam.board["ircut_pulse_ms"] * 1000
+        rig.loop.run_until(lambda: session.connected)
+        # a connect may block for seconds: it waited until the coil was released
+        assert rig.loop.elapsed >= pulse_end and not rig.cam.ir.pulsing
+        assert rig.fs.value(76) == 0 and rig.fs.value(77) == 0
+    finally:
+        session.close()
+        rig.close()
+
+
 def test_state_is_coalesced_during_a_move_and_the_end_is_published(tmp_path, mosquitto):
     rig = Rig(tmp_path, sd_reset_on_start=False,
               mqtt={"host": "127.0.0.1", "port": mosquitto.port, "state_interval": 3600})

@@ -80,6 +80,13 @@ class Camera:
     def moving(self):
         return self.pan.moving or self.tilt.moving
 
+    @property
+    def busy(self):
+        """Something is timed right now: a move, an IR-cut pulse or an SD reset pulse.
+        A blocking call (an MQTT connect) now would stretch it."""
+        return self.pan.moving or self.tilt.moving or self.ir.pulsing or \
+            self.power.sd_resetting
+
     # --- state --------------------------------------------------------------------
     def hardware_state(self):
         doc = {}

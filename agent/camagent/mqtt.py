@@ -118,8 +118,9 @@ class Session:
     def tick(self, now):
         if not self.connected:
             if ticks_diff(now, self._retry_at) >= 0:
-                if self.cam.moving:
+                if self.cam.busy:
                     # connect() blocks for up to IO_TIMEOUT_S: never while the motors step
+                    # or an IR-cut coil is energised
                     self._retry_at = ticks_add(now, BUSY_RETRY_US)
                 else:
                     self._connect(now)
@@ -264,7 +265,7 @@ class Session:
             return
         self._answer_by = ticks_add(now, self._answer_us)
         self._pong = False
-        if not self.cam.moving:
+        if not self.cam.busy:
             # idle: take the answer in this same wakeup instead of a second one (our
             # own periodic state, echoed back by <base>/#, may come first)
             end = ticks_add(ticks_ms(), PING_WAIT_MS)

@@ -6,7 +6,6 @@ never replaced. `describe()` says whether a dump holds the OpenIPC layout (U-Boo
 valid uImage at 0x50000, squashfs at 0x250000) or something else, such as stock firmware.
 """
 import datetime
-import hashlib
 import json
 import os
 import re
@@ -14,20 +13,12 @@ from collections import namedtuple
 
 from . import layout
 from .errors import CamhostError
-from .formats import FormatError, parse_squashfs, parse_uimage
+from .formats import FormatError, parse_squashfs, parse_uimage, sha256_file
 
 Record = namedtuple("Record", "path meta")
 Contents = namedtuple("Contents", "kind uboot kernel rootfs problems")
 
 UBOOT_RE = re.compile(rb"U-Boot \d{4}\.\d{2}[^\x00\r\n]{0,60}")
-
-
-def sha256_file(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def chip_tag(chip):

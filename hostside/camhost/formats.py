@@ -3,6 +3,7 @@
 Pure parsing with clear refusals, no external tools. Every check raises FormatError
 with a sentence saying what is wrong with the input.
 """
+import hashlib
 import struct
 import zlib
 from collections import namedtuple
@@ -88,3 +89,12 @@ def parse_squashfs(blob, what="rootfs"):
                           % (what, bytes_used, len(blob)))
     return Squashfs(inodes, block_size, SQUASHFS_COMPRESSORS[comp], "%d.%d" % (major, minor),
                     bytes_used)
+
+
+def sha256_file(path):
+    """Hex sha256 of a file, read in 1 MiB blocks (images are 8 MiB)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -23,7 +23,7 @@ from collections import namedtuple
 from . import budget, layout, slim
 from .boards import board as find_board, release_name
 from .errors import CamhostError
-from .formats import FormatError, parse_squashfs, parse_uimage
+from .formats import FormatError, parse_squashfs, parse_uimage, sha256_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 AGENT_DIR = os.path.join(ROOT, "agent", "camagent")
@@ -656,9 +656,9 @@ def repack(board_name, firmware, micropython, out, bootloader=None, backup=None,
 
     manifest = {
         "board": b.name,
-        "firmware": {"path": os.path.abspath(firmware), "sha256": _file_sha256(firmware)},
+        "firmware": {"path": os.path.abspath(firmware), "sha256": sha256_file(firmware)},
         "micropython": {"path": os.path.abspath(micropython), "version": elf.version,
-                        "sha256": _file_sha256(micropython)},
+                        "sha256": sha256_file(micropython)},
         "slim_profile": slim_profile,
         "rootfs_format": {"compression": parse_squashfs(rootfs).compression,
                           "block_size": parse_squashfs(rootfs).block_size,
@@ -719,9 +719,3 @@ def _check_same_format(old, new):
                            % (b.compression, b.block_size, a.compression, a.block_size))
 
 
-def _file_sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
