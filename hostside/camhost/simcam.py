@@ -24,35 +24,163 @@ PINS = {"pan": (14, 15, 16, 17), "tilt": (31, 36, 37, 38), "ir_led": 44, "sd_res
 FAST_AXIS = {"speed": 4000, "max_speed": 8000, "start_speed": 1000, "accel": 100000,
              "home_speed": 4000}
 
-_STOP = b"\0"
+_STOP = b"\0"   # ends a FIFO's serving thread
+_SYNC = b"\1"   # answered once everything written before it has been carried out
 
 
-class SimCamera:
-    def __init__(self, root, sd_card=True, rssi=-58):
+class GpioTree:
+    """The kernel side of /sys/class/gpio in a plain directory.
+
+    `export` and `unexport` are FIFOs served by a thread that creates or removes
+    gpioN/ (direction, value, active_low, edge) as the kernel does, optionally
+    `export_delay` seconds late, as on real hardware.
+    """
+
+    def __init__(self, root, export_delay=0.0, ngpio=128):
         self.root = os.path.abspath(str(root))
-        self.gpio_root = os.path.join(self.root, "sys", "class", "gpio")
-        self.proc_root = os.path.join(self.root, "proc")
-        self.state_dir = os.path.join(self.root, "state")
-        self.sd_mount = os.path.join(self.root, "sd")
+        self.export_delay = export_delay
         self.exports = []      # every pin number written to export, in order
         self.unexports = []
+        os.makedirs(os.path.join(self.root, "gpiochip0"), exist_ok=True)
+        for name, text in (("base", "0"), ("ngpio", str(ngpio)), ("label", "gpio")):
+            with open(os.path.join(self.root, "gpiochip0", name), "w") as f:
+                f.write(text + "\n")
+        self._lock = threading.Lock()
+        self._synced = threading.Event()
+        self._threads = []
+        self._fifos = []
+        for name, handler in (("export", self._export), ("unexport", self._unexport)):
+            path = os.path.join(self.root, name)
+            os.mkfifo(path)
+            # holding a write end ourselves: read() then blocks instead of seeing EOF
+            fd = os.open(path, os.O_RDWR)
+            self._fifos.append((path, fd))
+            t = threading.Thread(target=self._serve, args=(fd, handler), daemon=True,
+                                 name="gpiotree-" + name)
+            t.start()
+            self._threads.append(t)
+
+    def _serve(self, fd, handler):
+        while True:
+            data = os.read(fd, 256)
+            words, stop, _ = data.partition(_STOP)
+            for word in words.replace(_SYNC, b" ").split():
+                try:
+                    handler(int(word))
+                except (ValueError, OSError):
+                    pass  # the kernel would answer EINVAL; the agent sees no gpioN/ appear
+            if _SYNC in words:
+                self._synced.set()
+            if stop:
+                return
+
+    def _create(self, pin, value=0):
+        tmp = os.path.join(self.root, ".gpio%d.new" % pin)
+        os.makedirs(tmp, exist_ok=True)
+        for name, text in (("direction", "in"), ("value", str(value)), ("active_low", "0"),
+                           ("edge", "none")):
+            with open(os.path.join(tmp, name), "w") as f:
+                f.write(text + "\n")
+        os.rename(tmp, self.pin_dir(pin))   # appears whole, as the kernel's does
+
+    def _export(self, pin):
+        with self._lock:
+            self.exports.append(pin)
+            if self.exported(pin):
+                return  # the kernel would answer EBUSY; a FIFO cannot, the agent checks first
+        if self.export_delay:
+            time.sleep(self.export_delay)
+        with self._lock:
+            self._create(pin)
+
+    def _unexport(self, pin):
+        with self._lock:
+            self.unexports.append(pin)
+            shutil.rmtree(self.pin_dir(pin), ignore_errors=True)
+
+    def pre_export(self, pin, value=0):
+        """A pin some other program (an init script) exported before the agent started."""
+        with self._lock:
+            self._create(pin, value)
+
+    def sync(self):
+        """Wait until every export/unexport written so far has been carried out.
+
+        The kernel's unexport is synchronous; the FIFOs are not, so whoever restarts
+        an agent on the same tree waits here first.
+        """
+        for path, fd in self._fifos:
+            self._synced.clear()
+            os.write(fd, _SYNC)
+            if not self._synced.wait(5):
+                raise RuntimeError("the thread serving %s is stuck" % path)
+
+    # --- what tests and the live view read -----------------------------------------
+    def pin_dir(self, pin):
+        return os.path.join(self.root, "gpio%d" % pin)
+
+    def exported(self, pin):
+        return os.path.isdir(self.pin_dir(pin))
+
+    def exported_pins(self):
+        pins = []
+        for name in os.listdir(self.root):
+            if name.startswith("gpio") and name[4:].isdigit():
+                pins.append(int(name[4:]))
+        return sorted(pins)
+
+    def direction(self, pin):
+        with open(os.path.join(self.pin_dir(pin), "direction")) as f:
+            return f.read().strip()
+
+    def value(self, pin):
+        """The pin's level as the kernel would report it, or None if it is not exported.
+
+        The level is the last one written to gpioN/value; before any such write,
+        the one a "high"/"low" written to gpioN/direction set (the agent's value
+        file is opened for writing, which empties the plain file here).
+        """
+        d = self.pin_dir(pin)
+        try:
+            with open(os.path.join(d, "value")) as f:
+                text = f.read().strip()
+            if text in ("0", "1"):
+                return int(text)
+            direction = self.direction(pin)
+        except OSError:
+            return None
+        return {"high": 1, "low": 0, "out": 0}.get(direction)
+
+    def close(self):
+        for path, fd in self._fifos:
+            try:
+                os.write(fd, _STOP)
+            except OSError:
+                pass
+        for t in self._threads:
+            t.join(5)
+        for path, fd in self._fifos:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._fifos = []
+
+
+class SimCamera(GpioTree):
+    """A GpioTree under sys/class/gpio, plus /proc files and a state_dir."""
+
+    def __init__(self, root, sd_card=True, rssi=-58):
+        self.base = os.path.abspath(str(root))
+        self.gpio_root = os.path.join(self.base, "sys", "class", "gpio")
+        self.proc_root = os.path.join(self.base, "proc")
+        self.state_dir = os.path.join(self.base, "state")
+        self.sd_mount = os.path.join(self.base, "sd")
         for d in (self.gpio_root, os.path.join(self.proc_root, "net"), self.state_dir,
                   self.sd_mount):
             os.makedirs(d, exist_ok=True)
         self._write_proc(sd_card, rssi)
-        self._lock = threading.Lock()
-        self._threads = []
-        self._fds = []
-        for name, handler in (("export", self._export), ("unexport", self._unexport)):
-            path = os.path.join(self.gpio_root, name)
-            os.mkfifo(path)
-            # holding a write end ourselves: read() then blocks instead of seeing EOF
-            fd = os.open(path, os.O_RDWR)
-            self._fds.append(fd)
-            t = threading.Thread(target=self._serve, args=(fd, handler), daemon=True,
-                                 name="simcam-" + name)
-            t.start()
-            self._threads.append(t)
+        GpioTree.__init__(self, self.gpio_root)
 
     # --- the kernel side ---------------------------------------------------------
     def _write_proc(self, sd_card, rssi):
@@ -75,68 +203,7 @@ class SimCamera:
                 f.write(text)
         os.symlink("/proc/uptime", os.path.join(self.proc_root, "uptime"))
 
-    def _serve(self, fd, handler):
-        while True:
-            data = os.read(fd, 256)
-            if _STOP in data:
-                return
-            for word in data.split():
-                try:
-                    handler(word.decode())
-                except (ValueError, OSError):
-                    pass  # the kernel would answer EINVAL; the agent sees no gpioN/ appear
-
-    def _export(self, word):
-        pin = int(word)
-        with self._lock:
-            self.exports.append(pin)
-            if os.path.isdir(self.pin_dir(pin)):
-                return
-            tmp = os.path.join(self.gpio_root, ".gpio%d.new" % pin)
-            os.makedirs(tmp, exist_ok=True)
-            for name, text in (("direction", "in"), ("value", "0"), ("active_low", "0"),
-                               ("edge", "none")):
-                with open(os.path.join(tmp, name), "w") as f:
-                    f.write(text + "\n")
-            os.rename(tmp, self.pin_dir(pin))   # appears whole, as the kernel's does
-
-    def _unexport(self, word):
-        # back-to-back writes can meet in the FIFO ("1415"): split into exported pins
-        with self._lock:
-            for pin in _split_pins(word, [p for p in self.exported_pins()]):
-                self.unexports.append(pin)
-                shutil.rmtree(self.pin_dir(pin), ignore_errors=True)
-
     # --- what tests and the live view read -----------------------------------------
-    def pin_dir(self, pin):
-        return os.path.join(self.gpio_root, "gpio%d" % pin)
-
-    def exported_pins(self):
-        pins = []
-        for name in os.listdir(self.gpio_root):
-            if name.startswith("gpio") and name[4:].isdigit():
-                pins.append(int(name[4:]))
-        return sorted(pins)
-
-    def value(self, pin):
-        """The pin's level as the kernel would report it, or None if it is not exported.
-
-        The level is the last one written to gpioN/value; before any such write,
-        the one a "high"/"low" written to gpioN/direction set (the agent's value
-        file is opened for writing, which empties the plain file here).
-        """
-        d = self.pin_dir(pin)
-        try:
-            with open(os.path.join(d, "value")) as f:
-                text = f.read().strip()
-            if text in ("0", "1"):
-                return int(text)
-            with open(os.path.join(d, "direction")) as f:
-                direction = f.read().strip()
-        except OSError:
-            return None
-        return {"high": 1, "low": 0, "out": 0}.get(direction)
-
     def levels(self, name):
         """Levels of a named pin or pin group (see PINS), None for unexported pins."""
         pins = PINS[name]
@@ -171,26 +238,11 @@ class SimCamera:
         return doc
 
     def write_config(self, path=None, **kwargs):
-        path = path or os.path.join(self.root, "camagent.json")
+        path = path or os.path.join(self.base, "camagent.json")
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it may hold a password
         with os.fdopen(fd, "w") as f:
             json.dump(self.config(**kwargs), f, indent=2)
         return path
-
-    def close(self):
-        for fd in self._fds:
-            try:
-                os.write(fd, _STOP)
-            except OSError:
-                pass
-        for t in self._threads:
-            t.join(5)
-        for fd in self._fds:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        self._fds = []
 
 
 def _scaled_axis(speedup):
@@ -202,23 +254,3 @@ def _scaled_axis(speedup):
         factor = speedup * speedup if key == "accel" else speedup
         out[key] = int(value * factor)
     return out
-
-
-def _split_pins(word, known):
-    """`word` as a sequence of numbers from `known` ("1415" -> [14, 15]); [int] if not."""
-    if not word.isdigit():
-        raise ValueError(word)
-    if int(word) in known or len(word) <= 1:
-        return [int(word)]
-
-    def split(rest):
-        if not rest:
-            return []
-        for cut in range(len(rest), 0, -1):
-            head = int(rest[:cut])
-            if head in known:
-                tail = split(rest[cut:])
-                if tail is not None:
-                    return [head] + tail
-        return None
-    return split(word) or [int(word)]
