@@ -90,7 +90,8 @@ def build_image(work, seed, agent_version=None, scale=1.0):
     uimage = os.path.join(work, "uImage")
     subprocess.run(["mkimage", "-A", "arm", "-O", "linux", "-T", "kernel", "-C", "none",
                     "-a", "0x20008000", "-e", "0x20008000", "-n", "Linux-4.9.84-bench%d" % seed,
-                    "-d", payload, uimage], check=True, stdout=subprocess.DEVNULL)
+                    "-d", payload, uimage], check=True, stdout=subprocess.DEVNULL,
+                   env=dict(os.environ, SOURCE_DATE_EPOCH="0"))  # no build-time stamp
     with open(uimage, "rb") as f:
         _put(image, "kernel", f.read())
 

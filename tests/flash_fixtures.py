@@ -21,6 +21,9 @@ from camhost import layout
 
 CHIP_NAME = "MX25L6436E/MX25L6445E/MX25L6465E/MX25L6473E/MX25L6473F"
 REAL_FLASHROM = shutil.which("flashrom")
+# mkimage and mksquashfs stamp the build time into their output; a fixed epoch keeps two
+# builds of the same kernel identical even when they straddle a second boundary
+REPRODUCIBLE = dict(os.environ, SOURCE_DATE_EPOCH="1700000000")
 
 
 def dummy_programmer(chip_file):
@@ -55,7 +58,7 @@ def build_image(workdir, seed, uboot_tag="OpenIPC", kernel_name="Linux-4.9.84",
     uimage = os.path.join(workdir, "uImage")
     subprocess.run(["mkimage", "-A", "arm", "-O", "linux", "-T", "kernel", "-C", "none",
                     "-a", "0x20008000", "-e", "0x20008000", "-n", kernel_name, "-d", payload,
-                    uimage], check=True, stdout=subprocess.DEVNULL)
+                    uimage], check=True, stdout=subprocess.DEVNULL, env=REPRODUCIBLE)
     with open(uimage, "rb") as f:
         _put(image, "kernel", f.read())
 
@@ -70,7 +73,7 @@ def build_image(workdir, seed, uboot_tag="OpenIPC", kernel_name="Linux-4.9.84",
         f.write(random.Random(seed).randbytes(150 * 1024))
     squashfs = os.path.join(workdir, "rootfs.squashfs")
     subprocess.run(["mksquashfs", root, squashfs, "-comp", "xz", "-noappend", "-all-root",
-                    "-quiet"], check=True, stdout=subprocess.DEVNULL)
+                    "-quiet"], check=True, stdout=subprocess.DEVNULL, env=REPRODUCIBLE)
     with open(squashfs, "rb") as f:
         _put(image, "rootfs", f.read())
 
