@@ -93,6 +93,38 @@ def test_agent_change_dry_run_then_write(chip, firmware, tmp_path, capsys):
     assert "wrote and verified rootfs (1 region(s), 5120 KiB)" in out
 
 
+def test_the_backup_last_seen_on_the_chip_is_the_newest(chip, firmware, tmp_path, capsys):
+    store = tmp_path / "backups"
+    base = read(chip)
+    backup(chip, store)
+    [saved] = [os.path.join(store, n) for n in os.listdir(store) if n.endswith(".bin")]
+    assert main(["flash", firmware.release] + flash_args(chip, store)) == 0
+
+    # restore saves the release first (a newer backup), then puts the old content back:
+    # within the same second, the restored backup must still count as the newest
+    assert main(["restore", saved] + flash_args(chip, store)) == 0
+    assert read(chip) == base
+    capsys.readouterr()
+    assert main(["flash", firmware.agent_change] + flash_args(chip, store)) == 0, \
+        capsys.readouterr().err
+    assert read(chip) == read(firmware.agent_change)
+
+    # the chip changes behind camhost's back (here: a copy without its sidecar)
+    foreign = tmp_path / "elsewhere.bin"
+    foreign.write_bytes(base)
+    assert main(["restore", str(foreign)] + flash_args(chip, store)) == 0
+    capsys.readouterr()
+    assert main(["flash", firmware.release] + flash_args(chip, store)) == 1
+    assert "does not match the chip now" in capsys.readouterr().err
+    # backing up a content already stored stores nothing, but makes it the newest
+    assert main(["backup"] + flash_args(chip, store)) == 0
+    assert "already backed up, unchanged: %s" % saved in capsys.readouterr().out
+    assert main(["flash", firmware.release] + flash_args(chip, store)) == 0, \
+        capsys.readouterr().err
+    assert read(chip) == read(firmware.release)
+    assert sorted(n for n in os.listdir(store) if not n.endswith((".bin", ".json"))) == []
+
+
 def test_flash_refusals_leave_the_chip_alone(chip, firmware, tmp_path, capsys):
     store = tmp_path / "backups"
     base = read(chip)

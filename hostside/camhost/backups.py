@@ -1,8 +1,9 @@
 """The backup store, and what a full-chip dump contains.
 
 A backup is `<dir>/<date>-<chip>-<sha256[:12]>.bin` with a JSON sidecar beside it
-(`.json`: sha256, chip, size, flashrom version, time). Files are created exclusively and
-never replaced. `describe()` says whether a dump holds the OpenIPC layout (U-Boot, a
+(`.json`: sha256, chip, size, flashrom version, time, on_chip). Backups are created
+exclusively and never replaced; only the sidecar's `on_chip` is refreshed, each time the
+chip is seen to hold exactly that content again, so "newest" means "last on the chip". `describe()` says whether a dump holds the OpenIPC layout (U-Boot, a
 valid uImage at 0x50000, squashfs at 0x250000) or something else, such as stock firmware.
 """
 import datetime
@@ -26,6 +27,11 @@ def chip_tag(chip):
     return re.sub(r"[^A-Za-z0-9._-]+", "_", chip.split("/")[0]).strip("_") or "chip"
 
 
+def _precise(when):
+    # microseconds: a restore and the backup it saves first can fall in the same second
+    return when.isoformat(timespec="microseconds")
+
+
 class BackupStore:
     def __init__(self, directory):
         self.directory = directory
@@ -41,7 +47,7 @@ class BackupStore:
         existing = self.by_sha256(digest)
         if existing and existing.meta.get("chip") == chip:
             os.unlink(dump_path)
-            return existing, False
+            return self.seen_on_chip(existing), False
         now = datetime.datetime.now(datetime.timezone.utc)
         name = "%s-%s-%s.bin" % (now.strftime("%Y-%m-%d"), chip_tag(chip), digest[:12])
         path = os.path.join(self.directory, name)
@@ -54,6 +60,7 @@ class BackupStore:
         meta = {"file": name, "sha256": digest, "chip": chip, "size": size,
                 "flashrom_version": flashrom_version, "programmer": programmer,
                 "time": now.isoformat(timespec="seconds"),
+                "on_chip": _precise(now),
                 "contents": describe_file(dump_path).kind}
         try:
             os.link(dump_path, path)  # unlike rename, never replaces an existing file
@@ -66,8 +73,22 @@ class BackupStore:
         os.unlink(dump_path)
         return Record(path, meta), True
 
+    def seen_on_chip(self, record):
+        """Note that the chip holds `record`'s content now; it becomes the newest backup."""
+        meta = dict(record.meta, on_chip=_precise(datetime.datetime.now(datetime.timezone.utc)))
+        sidecar = os.path.splitext(record.path)[0] + ".json"
+        partial = sidecar + ".partial"
+        try:
+            with open(partial, "w") as f:
+                json.dump(meta, f, indent=2, sort_keys=True)
+                f.write("\n")
+            os.replace(partial, sidecar)   # atomic: the sidecar is never half-written
+        except OSError as e:
+            raise CamhostError("cannot update %s: %s" % (sidecar, e.strerror))
+        return Record(record.path, meta)
+
     def records(self):
-        """All backups with a readable sidecar, newest first."""
+        """All backups with a readable sidecar, the one last seen on the chip first."""
         found = []
         if not os.path.isdir(self.directory):
             return found
@@ -82,8 +103,10 @@ class BackupStore:
                 continue
             if isinstance(meta, dict) and "sha256" in meta and os.path.exists(path):
                 found.append(Record(path, meta))
-        found.sort(key=lambda r: (r.meta.get("time", ""), r.path), reverse=True)
+        found.sort(key=lambda r: (r.meta.get("on_chip") or r.meta.get("time", ""), r.path),
+                   reverse=True)
         return found
+
 
     def for_chip(self, chip, size=layout.FLASH_SIZE):
         return [r for r in self.records()

@@ -147,6 +147,8 @@ def cmd_restore(args):
             with open(dump, "rb") as f:
                 current = f.read()
             if current == blob:
+                if record:
+                    store.seen_on_chip(record)
                 print("the chip already holds %s; nothing written" % args.backup)
                 return 0
             if _is_blank(current):
@@ -159,6 +161,9 @@ def cmd_restore(args):
                 print("current content saved as %s" % saved.path)
             regions = [p for p, _ in differing_partitions(current, blob)]
             report = fr.write(args.backup, regions, dump, restore_command(args, args.backup))
+            if record:
+                # verified on the chip: the next flash can rely on it without a new backup
+                store.seen_on_chip(record)
     print(summary(report))
     return 0
 
