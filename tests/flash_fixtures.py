@@ -181,6 +181,31 @@ if "-w" in args and marker and os.path.exists(marker):
         f.write(b"\xff" * 0x10000)
     os.kill(os.getpid(), signal.SIGKILL)
 
+if "-r" in args and config.get("interrupt_read"):
+    # the user presses Ctrl-C while the chip is read
+    os.kill(os.getppid(), signal.SIGINT)
+
+marker = config.get("blank_read_marker")
+if "-r" in args and marker and os.path.exists(marker):
+    os.unlink(marker)
+    rc = subprocess.call([real] + args)
+    # one read that comes back all 0xff, as a bad i2c link makes it look
+    dump = args[args.index("-r") + 1]
+    size = os.path.getsize(dump)
+    with open(dump, "wb") as f:
+        f.write(b"\xff" * size)
+    sys.exit(rc)
+
+if ("-r" in args or "-v" in args) and config.get("replace_during_read"):
+    # a file is replaced while camhost works, as `make image` would replace the image
+    rc = subprocess.call([real] + args)
+    target, source = config["replace_during_read"]
+    with open(source, "rb") as f:
+        data = f.read()
+    with open(target, "wb") as f:
+        f.write(data)
+    sys.exit(rc)
+
 if "-r" in args and config.get("change_after_read"):
     rc = subprocess.call([real] + args)
     # the chip changes between reads, as a bad i2c link makes it look
@@ -221,7 +246,8 @@ class FlashromWrapper:
 @pytest.fixture
 def flashrom_wrapper(tmp_path, monkeypatch):
     """Call with the behaviour wanted: help_hide=[...], help_add=[...], mstarddc_chip=FILE,
-    kill_write_marker=FILE, change_after_read=True."""
+    kill_write_marker=FILE, change_after_read=True, interrupt_read=True,
+    blank_read_marker=FILE, replace_during_read=[TARGET, SOURCE]."""
     def install(**config):
         return FlashromWrapper(str(tmp_path / "wrapper"), monkeypatch, **config)
     return install

@@ -122,6 +122,23 @@ def test_mstarddc_session_keeps_the_soc_halted_until_the_end(chip, tmp_path, cap
     assert programmers[-1] == programmer and "-r" not in runs[-1]
 
 
+def test_mstarddc_session_releases_the_soc_after_ctrl_c(chip, tmp_path, capsys,
+                                                        flashrom_wrapper):
+    node = tmp_path / "i2c-1"
+    node.write_bytes(b"")
+    wrapper = flashrom_wrapper(help_add=["mstarddc_spi"], mstarddc_chip=str(chip),
+                               interrupt_read=True)
+    programmer = "mstarddc_spi:dev=%s:0x49" % node
+    argv = ["backup", "--programmer", programmer, "--chip", CHIP_NAME,
+            "--backup-dir", str(tmp_path / "b")]
+    assert main(argv) == 130, capsys.readouterr().err
+    assert backups_in(tmp_path / "b") == []
+    runs = [c for c in wrapper.calls() if "-p" in c]
+    # the read was interrupted; the plain run that resets the SoC still came
+    assert "-r" in runs[-2]
+    assert runs[-1][runs[-1].index("-p") + 1] == programmer and "-r" not in runs[-1]
+
+
 def test_several_chip_definitions_ask_for_chip(chip, tmp_path, capsys):
     argv = ["backup", "--programmer", dummy_programmer(chip), "--backup-dir", str(tmp_path / "b")]
     assert main(argv) == 1

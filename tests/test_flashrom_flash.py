@@ -50,7 +50,7 @@ def test_flash_verify_restore_round_trip(chip, firmware, tmp_path, capsys):
 
     # flashing again needs a backup of what the chip holds now
     assert main(["flash", firmware.full] + flash_args(chip, store)) == 1
-    assert "does not match the chip now" in capsys.readouterr().err
+    assert "no backup in %s matches the chip now" % store in capsys.readouterr().err
     assert read(chip) == now
 
     [saved] = [os.path.join(store, n) for n in os.listdir(store) if n.endswith(".bin")]
@@ -66,10 +66,11 @@ def test_flash_verify_restore_round_trip(chip, firmware, tmp_path, capsys):
     assert "the chip matches" in capsys.readouterr().out
 
 
-def test_agent_change_dry_run_then_write(chip, firmware, tmp_path, capsys):
+def test_agent_change_dry_run_then_write(chip, firmware, tmp_path, capsys, flashrom_wrapper):
     store = tmp_path / "backups"
     base = read(chip)
     backup(chip, store)
+    wrapper = flashrom_wrapper()
     capsys.readouterr()
 
     # the chip already holds this image: nothing to do, nothing written
@@ -91,9 +92,15 @@ def test_agent_change_dry_run_then_write(chip, firmware, tmp_path, capsys):
     assert read(chip) == read(firmware.agent_change)
     assert partitions_equal(read(chip), base, ["boot", "env", "kernel", "rootfs_data"])
     assert "wrote and verified rootfs (1 region(s), 5120 KiB)" in out
+    # the dry run printed the flashrom command the write ran, up to the file names
+    [written] = [c for c in wrapper.calls() if "-w" in c]
+    printed = shlex.split(command[len("flashrom command: "):])[1:]
+    files = ("-l", "--flash-contents", "-w")
+    assert [a for i, a in enumerate(printed) if printed[i - 1] not in files] == \
+        [a for i, a in enumerate(written) if written[i - 1] not in files]
 
 
-def test_the_backup_last_seen_on_the_chip_is_the_newest(chip, firmware, tmp_path, capsys):
+def test_flash_relies_on_the_backup_that_equals_the_chip(chip, firmware, tmp_path, capsys):
     store = tmp_path / "backups"
     base = read(chip)
     backup(chip, store)
@@ -101,7 +108,7 @@ def test_the_backup_last_seen_on_the_chip_is_the_newest(chip, firmware, tmp_path
     assert main(["flash", firmware.release] + flash_args(chip, store)) == 0
 
     # restore saves the release first (a newer backup), then puts the old content back:
-    # within the same second, the restored backup must still count as the newest
+    # flashing next needs no new backup
     assert main(["restore", saved] + flash_args(chip, store)) == 0
     assert read(chip) == base
     capsys.readouterr()
@@ -109,20 +116,33 @@ def test_the_backup_last_seen_on_the_chip_is_the_newest(chip, firmware, tmp_path
         capsys.readouterr().err
     assert read(chip) == read(firmware.agent_change)
 
-    # the chip changes behind camhost's back (here: a copy without its sidecar)
-    foreign = tmp_path / "elsewhere.bin"
-    foreign.write_bytes(base)
-    assert main(["restore", str(foreign)] + flash_args(chip, store)) == 0
+    # the chip changes behind camhost's back (the camera wrote its overlay)
+    chip.write_bytes(base[:0x760000] + b"\x85" * (layout.FLASH_SIZE - 0x760000))
     capsys.readouterr()
     assert main(["flash", firmware.release] + flash_args(chip, store)) == 1
-    assert "does not match the chip now" in capsys.readouterr().err
-    # backing up a content already stored stores nothing, but makes it the newest
+    assert "no backup in %s matches the chip now" % store in capsys.readouterr().err
     assert main(["backup"] + flash_args(chip, store)) == 0
-    assert "already backed up, unchanged: %s" % saved in capsys.readouterr().out
     assert main(["flash", firmware.release] + flash_args(chip, store)) == 0, \
         capsys.readouterr().err
     assert read(chip) == read(firmware.release)
     assert sorted(n for n in os.listdir(store) if not n.endswith((".bin", ".json"))) == []
+
+
+def test_two_cameras_sharing_a_backup_dir(firmware, tmp_path, capsys):
+    store = tmp_path / "backups"
+    one, two = tmp_path / "one.bin", tmp_path / "two.bin"
+    one.write_bytes(read(firmware.base))
+    two.write_bytes(read(firmware.release))
+    for first, second in ((one, two), (two, one)):
+        backup(first, store)
+        backup(second, store)
+        # each camera finds its own backup, whichever was made last
+        for camera in (first, second):
+            assert main(["flash", firmware.agent_change] + flash_args(camera, store)) == 0, \
+                capsys.readouterr().err
+            assert read(camera) == read(firmware.agent_change)
+        one.write_bytes(read(firmware.base))
+        two.write_bytes(read(firmware.full))
 
 
 def test_flash_refusals_leave_the_chip_alone(chip, firmware, tmp_path, capsys):
@@ -132,13 +152,18 @@ def test_flash_refusals_leave_the_chip_alone(chip, firmware, tmp_path, capsys):
 
     # no backup yet
     assert main(["flash", firmware.release] + args) == 1
-    assert "no backup of this chip (%s)" % CHIP_NAME in capsys.readouterr().err
+    assert "no backup in %s matches the chip now (%s, sha256 " % (store, CHIP_NAME) \
+        in capsys.readouterr().err
 
     # wrong size, corrupt kernel: refused before flashrom is asked anything
     short = tmp_path / "short.bin"
     short.write_bytes(read(firmware.release)[:4 << 20])
     assert main(["flash", str(short)] + args) == 1
     assert "exactly 8388608 bytes" in capsys.readouterr().err
+    big = tmp_path / "big.bin"
+    big.write_bytes(read(firmware.release) + b"\xff")
+    assert main(["restore", str(big)] + args) == 1
+    assert "backup %s is more than 8388608 bytes" % big in capsys.readouterr().err
     bad = bytearray(read(firmware.release))
     bad[0x50000 + 64 + 1000] ^= 1
     (tmp_path / "bad.bin").write_bytes(bytes(bad))
@@ -171,9 +196,12 @@ def test_write_killed_midway_prints_a_restore_command_that_works(chip, firmware,
     assert read(chip) != base
     command = err.split("restore the verified backup now with:\n")[1].strip().splitlines()[0]
     argv = shlex.split(command)
-    assert argv[:2] == ["camhost", "restore"]
+    assert argv[:4] == [sys.executable, "-m", "camhost", "restore"]
 
-    assert main(argv[1:]) == 0, capsys.readouterr().err
+    # run as printed, from another directory: no `camhost` on PATH needed
+    restore = subprocess.run(argv, cwd=str(tmp_path), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+    assert restore.returncode == 0, restore.stderr.decode()
     assert read(chip) == base
 
 
@@ -231,8 +259,8 @@ def test_write_report_counts_what_flashrom_did(chip, firmware, tmp_path):
         fr = Flashrom(dummy_programmer(chip), CHIP_NAME, progress=Progress(quiet))
         fr.preflight()
         assert fr.verify(str(reference))
-        unchanged = flash_image(fr, firmware.base, str(reference))
-        report = flash_image(fr, firmware.full, str(reference))
+        unchanged = flash_image(fr, firmware.base, str(reference), "(restore)")
+        report = flash_image(fr, firmware.full, str(reference), "(restore)")
     assert unchanged.regions == () and unchanged.bytes_written == 0
     full = read(firmware.full)
     assert read(chip) == full
@@ -251,8 +279,51 @@ def test_restore_onto_an_erased_chip(chip, tmp_path, capsys):
     capsys.readouterr()
     assert main(["restore", saved] + flash_args(chip, store)) == 0, capsys.readouterr().err
     assert read(chip) == base
-    assert "reads as all 0xff: nothing on it to save" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "read chip again (it read blank)" in err
+    assert "reads as all 0xff: nothing on it to save" in err
     assert len([n for n in os.listdir(store) if n.endswith(".bin")]) == 1
+
+
+def test_restore_trusts_no_single_blank_read(chip, firmware, tmp_path, capsys, flashrom_wrapper):
+    store = tmp_path / "backups"
+    backup(chip, store)
+    [saved] = [os.path.join(store, n) for n in os.listdir(store) if n.endswith(".bin")]
+    chip.write_bytes(read(firmware.release))  # not backed up: it must not be lost
+    marker = tmp_path / "blank-next-read"
+    marker.write_bytes(b"")
+    flashrom_wrapper(blank_read_marker=str(marker))
+    capsys.readouterr()
+    assert main(["restore", saved] + flash_args(chip, store)) == 1
+    assert "two reads of the chip differ" in capsys.readouterr().err
+    assert read(chip) == read(firmware.release)
+
+
+def test_flashrom_writes_the_bytes_that_were_checked(chip, firmware, tmp_path, capsys,
+                                                     flashrom_wrapper):
+    store = tmp_path / "backups"
+    backup(chip, store)
+    [saved] = [os.path.join(store, n) for n in os.listdir(store) if n.endswith(".bin")]
+    # IMAGE and BACKUP are replaced by the full image while the chip is read
+    image = tmp_path / "image.bin"
+    image.write_bytes(read(firmware.agent_change))
+    flashrom_wrapper(replace_during_read=[str(image), firmware.full])
+    assert main(["flash", str(image)] + flash_args(chip, store)) == 0, capsys.readouterr().err
+    assert read(chip) == read(firmware.agent_change)
+
+    copy = tmp_path / "backup-copy.bin"
+    copy.write_bytes(read(saved))
+    flashrom_wrapper(replace_during_read=[str(copy), firmware.full])
+    assert main(["restore", str(copy)] + flash_args(chip, store)) == 0, capsys.readouterr().err
+    assert read(chip) == read(saved)
+
+    # --backup: what flashrom verified is what the plan and --flash-contents rely on
+    copy.write_bytes(read(saved))
+    capsys.readouterr()
+    assert main(["flash", firmware.agent_change, "--backup", str(copy)]
+                + flash_args(chip, store)) == 0, capsys.readouterr().err
+    assert "wrote and verified rootfs (1 region(s)" in capsys.readouterr().out
+    assert read(chip) == read(firmware.agent_change)
 
 
 def test_ctrl_c_during_a_write_warns_then_stops_with_the_restore_command(chip, firmware,

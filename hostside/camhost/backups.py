@@ -1,9 +1,8 @@
 """The backup store, and what a full-chip dump contains.
 
 A backup is `<dir>/<date>-<chip>-<sha256[:12]>.bin` with a JSON sidecar beside it
-(`.json`: sha256, chip, size, flashrom version, time, on_chip). Backups are created
-exclusively and never replaced; only the sidecar's `on_chip` is refreshed, each time the
-chip is seen to hold exactly that content again, so "newest" means "last on the chip". `describe()` says whether a dump holds the OpenIPC layout (U-Boot, a
+(`.json`: sha256, chip, size, flashrom version, time). Files are created exclusively and
+never replaced. `describe()` says whether a dump holds the OpenIPC layout (U-Boot, a
 valid uImage at 0x50000, squashfs at 0x250000) or something else, such as stock firmware.
 """
 import datetime
@@ -27,11 +26,6 @@ def chip_tag(chip):
     return re.sub(r"[^A-Za-z0-9._-]+", "_", chip.split("/")[0]).strip("_") or "chip"
 
 
-def _precise(when):
-    # microseconds: a restore and the backup it saves first can fall in the same second
-    return when.isoformat(timespec="microseconds")
-
-
 class BackupStore:
     def __init__(self, directory):
         self.directory = directory
@@ -44,10 +38,10 @@ class BackupStore:
         """
         size = os.path.getsize(dump_path)
         digest = sha256_file(dump_path)
-        existing = self.by_sha256(digest)
-        if existing and existing.meta.get("chip") == chip:
+        existing = self.by_sha256(digest, chip)
+        if existing:
             os.unlink(dump_path)
-            return self.seen_on_chip(existing), False
+            return existing, False
         now = datetime.datetime.now(datetime.timezone.utc)
         name = "%s-%s-%s.bin" % (now.strftime("%Y-%m-%d"), chip_tag(chip), digest[:12])
         path = os.path.join(self.directory, name)
@@ -60,7 +54,6 @@ class BackupStore:
         meta = {"file": name, "sha256": digest, "chip": chip, "size": size,
                 "flashrom_version": flashrom_version, "programmer": programmer,
                 "time": now.isoformat(timespec="seconds"),
-                "on_chip": _precise(now),
                 "contents": describe_file(dump_path).kind}
         try:
             os.link(dump_path, path)  # unlike rename, never replaces an existing file
@@ -73,22 +66,8 @@ class BackupStore:
         os.unlink(dump_path)
         return Record(path, meta), True
 
-    def seen_on_chip(self, record):
-        """Note that the chip holds `record`'s content now; it becomes the newest backup."""
-        meta = dict(record.meta, on_chip=_precise(datetime.datetime.now(datetime.timezone.utc)))
-        sidecar = os.path.splitext(record.path)[0] + ".json"
-        partial = sidecar + ".partial"
-        try:
-            with open(partial, "w") as f:
-                json.dump(meta, f, indent=2, sort_keys=True)
-                f.write("\n")
-            os.replace(partial, sidecar)   # atomic: the sidecar is never half-written
-        except OSError as e:
-            raise CamhostError("cannot update %s: %s" % (sidecar, e.strerror))
-        return Record(record.path, meta)
-
     def records(self):
-        """All backups with a readable sidecar, the one last seen on the chip first."""
+        """All backups with a readable sidecar."""
         found = []
         if not os.path.isdir(self.directory):
             return found
@@ -103,18 +82,12 @@ class BackupStore:
                 continue
             if isinstance(meta, dict) and "sha256" in meta and os.path.exists(path):
                 found.append(Record(path, meta))
-        found.sort(key=lambda r: (r.meta.get("on_chip") or r.meta.get("time", ""), r.path),
-                   reverse=True)
         return found
 
-
-    def for_chip(self, chip, size=layout.FLASH_SIZE):
-        return [r for r in self.records()
-                if r.meta.get("chip") == chip and r.meta.get("size") == size]
-
-    def by_sha256(self, digest):
+    def by_sha256(self, digest, chip):
+        """The backup of `chip` (flashrom's chip name) whose content has this sha256, or None."""
         for r in self.records():
-            if r.meta["sha256"] == digest:
+            if r.meta["sha256"] == digest and r.meta.get("chip") == chip:
                 return r
         return None
 
@@ -128,9 +101,8 @@ class BackupStore:
             return None
 
 
-def check_intact(record):
-    """Refuse a backup file whose content no longer matches its sidecar."""
-    digest = sha256_file(record.path)
+def check_intact(record, digest):
+    """Refuse a backup whose content, as read (sha256 `digest`), no longer matches its sidecar."""
     if digest != record.meta.get("sha256"):
         raise CamhostError(
             "backup %s is damaged: its sha256 is %s, its sidecar recorded %s. Do not use it; "
@@ -204,12 +176,10 @@ def require_firmware(blob, what):
     return contents
 
 
-def differing_partitions(old, new, names=None):
-    """[(Partition, differing byte count)] for the partitions (in `names`) that differ."""
+def differing_partitions(old, new):
+    """[(Partition, differing byte count)] for the partitions that differ."""
     found = []
     for p in layout.PARTITIONS:
-        if names is not None and p.name not in names:
-            continue
         a, b = layout.slice_of(old, p.name), layout.slice_of(new, p.name)
         if a != b:
             found.append((p, count_differences(a, b)))

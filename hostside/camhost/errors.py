@@ -1,5 +1,8 @@
 """The one exception type camhost commands raise for a user-facing failure."""
 
+# the exit code of a write that failed after erasing began: the flash may be partly written
+EXIT_STATE_UNKNOWN = 4
+
 
 class CamhostError(Exception):
     """A failure with a message that says what went wrong and what to do next."""

@@ -5,17 +5,20 @@ write only full 8 MiB images whose partitions look right; write only the partiti
 that differ, and verify them; after a failed write, print the exact restore command.
 """
 import contextlib
+import hashlib
 import os
 import shlex
 import shutil
+import sys
 import tempfile
 
 from . import layout
 from .backups import (BackupStore, check_intact, contents_lines, describe, describe_file,
                       differing_partitions, require_firmware, sha256_file)
-from .errors import CamhostError
-from .flashrom import (DEFAULT_PROGRAMMER, EXIT_DIFFERS, EXIT_STATE_UNKNOWN, Flashrom, Progress,
-                       WriteReport, clock)
+from .errors import EXIT_STATE_UNKNOWN, CamhostError
+from .flashrom import DEFAULT_PROGRAMMER, Flashrom, Progress, WriteReport, clock
+
+EXIT_DIFFERS = 3  # `camhost verify`: chip and file differ
 
 
 def register(subparsers):
@@ -32,8 +35,8 @@ def register(subparsers):
                     "them. Refuses without a backup that matches the chip now.")
     p.add_argument("image", metavar="IMAGE", help="full 8 MiB firmware image")
     p.add_argument("--backup", metavar="FILE",
-                   help="backup to rely on instead of the newest one of this chip in "
-                        "--backup-dir (it must equal the chip now)")
+                   help="backup to rely on, checked with flashrom's verify (by default the "
+                        "chip is read and its content looked up in --backup-dir)")
     p.add_argument("--partitions", metavar="LIST",
                    help="write only these partitions, comma-separated (e.g. kernel,rootfs)")
     p.add_argument("--dry-run", action="store_true",
@@ -82,32 +85,37 @@ def cmd_backup(args):
 
 
 def cmd_flash(args):
-    blob = _load(args.image, "image")
+    blob = layout.read_image(args.image, "image")
     contents = require_firmware(blob, args.image)
-    names = _partition_names(args.partitions)
+    names = layout.parse_partition_names(args.partitions) if args.partitions else None
     store = BackupStore(args.backup_dir)
-    with _session(args, steps=4) as fr:
+    with _session(args, steps=4) as fr, tempfile.TemporaryDirectory(prefix="camhost-") as tmp:
         chip = fr.preflight()
-        backup = verified_backup(fr, store, chip, args.backup)
+        current = os.path.join(tmp, "chip.bin")
+        backup = verified_backup(fr, store, chip, current, args.backup)
         print("image %s:" % args.image)
         print("\n".join(contents_lines(contents)))
-        flash_image(fr, args.image, backup, names, args.dry_run,
-                    restore_command(args, backup))
+        if args.dry_run:
+            regions = plan(_read(current), blob, names)
+            if regions:
+                argv = fr.command(fr.write_args("LAYOUT", regions, backup, args.image))
+                print("flashrom command: %s" % " ".join(shlex.quote(a) for a in argv))
+                print("LAYOUT:\n" + layout.flashrom_layout().rstrip())
+                print("dry run: nothing was written")
+            return 0
+        # flashrom gets the bytes checked above, even if IMAGE is replaced meanwhile
+        image = _write_new(os.path.join(tmp, "image.bin"), blob)
+        flash_image(fr, image, current, restore_command(args, backup), names)
     return 0
 
 
 def cmd_verify(args):
-    blob = _load(args.image, "image")
-    if len(blob) != layout.FLASH_SIZE:
-        raise CamhostError("%s is %d bytes; the chip holds %d bytes, so they cannot be equal."
-                           % (args.image, len(blob), layout.FLASH_SIZE))
-    with _session(args, steps=2) as fr:
+    blob = layout.read_image(args.image, "image")
+    with _session(args, steps=2) as fr, tempfile.TemporaryDirectory(prefix="camhost-") as tmp:
         fr.preflight()
-        with tempfile.TemporaryDirectory(prefix="camhost-") as tmp:
-            dump = os.path.join(tmp, "chip.bin")
-            fr.read(dump)
-            with open(dump, "rb") as f:
-                current = f.read()
+        dump = os.path.join(tmp, "chip.bin")
+        fr.read(dump)
+        current = _read(dump)
     diffs = differing_partitions(current, blob)
     if not diffs:
         print("the chip matches %s" % args.image)
@@ -120,14 +128,11 @@ def cmd_verify(args):
 
 
 def cmd_restore(args):
-    blob = _load(args.backup, "backup")
-    if len(blob) != layout.FLASH_SIZE:
-        raise CamhostError("%s is %d bytes, not a full backup of the %d-byte chip."
-                           % (args.backup, len(blob), layout.FLASH_SIZE))
+    blob = layout.read_image(args.backup, "backup")
     store = BackupStore(args.backup_dir)
     record = store.sidecar_of(args.backup)
     if record:
-        check_intact(record)
+        check_intact(record, hashlib.sha256(blob).hexdigest())
     contents = describe(blob)
     if contents.kind == "unrecognised":
         raise CamhostError("%s holds no U-Boot: restoring it would leave the camera unable to "
@@ -144,31 +149,31 @@ def cmd_restore(args):
         with tempfile.TemporaryDirectory(prefix=".camhost-", dir=_ensure_dir(store)) as tmp:
             dump = os.path.join(tmp, "chip.bin")
             fr.read(dump, "read chip")
-            with open(dump, "rb") as f:
-                current = f.read()
+            current = _read(dump)
             if current == blob:
-                if record:
-                    store.seen_on_chip(record)
                 print("the chip already holds %s; nothing written" % args.backup)
                 return 0
             if _is_blank(current):
+                # a flaky link can return one blank read: only two that agree mean erased
+                again = os.path.join(tmp, "chip-again.bin")
+                fr.read(again, "read chip again (it read blank)")
+                _refuse_unstable(dump, again, "nothing was written")
                 fr.progress.note("the chip reads as all 0x%02x: nothing on it to save"
                                  % current[0])
-            elif store.by_sha256(sha256_file(dump)) is None:
+            elif store.by_sha256(sha256_file(dump), chip.name) is None:
                 # the content we are about to replace must be recoverable too
                 fr.progress.note("the chip's current content is not backed up yet: saving it")
                 saved, _ = read_backup(fr, store, chip, first_read=dump)
                 print("current content saved as %s" % saved.path)
             regions = [p for p, _ in differing_partitions(current, blob)]
-            report = fr.write(args.backup, regions, dump, restore_command(args, args.backup))
-            if record:
-                # verified on the chip: the next flash can rely on it without a new backup
-                store.seen_on_chip(record)
+            # flashrom gets the bytes checked above, even if BACKUP is replaced meanwhile
+            source = _write_new(os.path.join(tmp, "backup.bin"), blob)
+            report = fr.write(source, regions, dump, restore_command(args, args.backup))
     print(summary(report))
     return 0
 
 
-# --- building blocks (also used by the benchmarks) ------------------------------------
+# --- building blocks ------------------------------------------------------------------
 def read_backup(fr, store, chip, first_read=None):
     """Read the chip twice (or once more after `first_read`), compare, store the dump."""
     with tempfile.TemporaryDirectory(prefix=".camhost-", dir=_ensure_dir(store)) as tmp:
@@ -180,53 +185,43 @@ def read_backup(fr, store, chip, first_read=None):
         _refuse_blank(first)
         second = os.path.join(tmp, "read2.bin")
         fr.read(second, "read chip again (2 of 2)")
-        _refuse_unstable(first, second)
+        _refuse_unstable(first, second, "no backup was stored")
         return store.add(first, chip.name, fr.version, fr.programmer)
 
 
-def verified_backup(fr, store, chip, explicit=None):
-    """The path of a backup whose content flashrom confirms equals the chip now."""
+def verified_backup(fr, store, chip, dump, explicit=None):
+    """Leave the chip's content in the private file `dump`; return a backup equal to it.
+
+    `explicit` (--backup) is checked with flashrom's verify. Otherwise the chip is read
+    (as long as a verify takes) and its sha256 looked up in the store, so the backup
+    found is this chip's content even when several cameras share the store.
+    """
     if explicit:
-        data = _load(explicit, "backup")
-        if len(data) != chip.size:
-            raise CamhostError("--backup %s is %d bytes; the chip has %d." % (explicit, len(data),
-                                                                            chip.size))
+        data = layout.read_image(explicit, "--backup")
         record = store.sidecar_of(explicit)
         if record:
-            check_intact(record)
-        if not fr.verify(explicit, "check the backup matches the chip"):
+            check_intact(record, hashlib.sha256(data).hexdigest())
+        _write_new(dump, data)
+        if not fr.verify(dump, "check the backup matches the chip"):
             raise CamhostError(
                 "--backup %s does not match the chip now, so it could not restore it. "
                 "Run `camhost backup` to save the current content, then flash again." % explicit)
         return explicit
-    records = store.for_chip(chip.name, chip.size)
-    if not records:
+    fr.read(dump, "read chip")
+    digest = sha256_file(dump)
+    record = store.by_sha256(digest, chip.name)
+    if record is None:
         raise CamhostError(
-            "no backup of this chip (%s) in %s: refusing to write without one. Run `camhost "
-            "backup` first (or give --backup FILE with a dump of this chip)."
-            % (chip.name, store.directory))
-    newest = records[0]
-    check_intact(newest)
-    if not fr.verify(newest.path, "check the newest backup matches the chip"):
-        raise CamhostError(
-            "the newest backup of this chip, %s (%s), does not match the chip now: it was "
-            "written since, or this is another camera. Run `camhost backup` to save the "
-            "current content, then flash again." % (newest.path, newest.meta.get("time", "?")))
-    return newest.path
+            "no backup in %s matches the chip now (%s, sha256 %s): refusing to write without "
+            "one. Run `camhost backup` first, then flash again (or give --backup FILE with a "
+            "dump of this chip)." % (store.directory, chip.name, digest[:12]))
+    # the restore command printed after a failed write will rely on this file
+    check_intact(record, sha256_file(record.path))
+    return record.path
 
 
-def flash_image(fr, image_path, verified_backup_path, names=None, dry_run=False,
-                restore_cmd=None):
-    """Write the partitions of `image_path` that differ from the verified backup.
-
-    `verified_backup_path` must hold exactly what the chip holds now (see
-    verified_backup()). Returns the WriteReport (all zero when nothing differs), or None
-    for a dry run.
-    """
-    with open(image_path, "rb") as f:
-        image = f.read()
-    with open(verified_backup_path, "rb") as f:
-        current = f.read()
+def plan(current, image, names=None):
+    """Print which partitions differ and will be written; return those (chosen) partitions."""
     diffs = differing_partitions(current, image)
     chosen = [(p, n) for p, n in diffs if names is None or p.name in names]
     left = [p.name for p, _ in diffs if names is not None and p.name not in names]
@@ -236,7 +231,7 @@ def flash_image(fr, image_path, verified_backup_path, names=None, dry_run=False,
               % (", ".join(names) if names else "every partition"))
         if left:
             print("(differing but not selected: %s)" % ", ".join(left))
-        return WriteReport((), 0, 0, 0, 0, 0, 0.0)
+        return []
     print("plan: write %d partition(s), verify them afterwards:" % len(chosen))
     for p, count in chosen:
         print("  %-12s 0x%06x-0x%06x  %5d KiB, %d bytes differ"
@@ -245,16 +240,20 @@ def flash_image(fr, image_path, verified_backup_path, names=None, dry_run=False,
         print("unchanged, not written: %s" % ", ".join(same))
     if left:
         print("differ but not selected by --partitions, not written: %s" % ", ".join(left))
-    regions = [p for p, _ in chosen]
-    if dry_run:
-        argv = fr.command(["-l", "LAYOUT"] + sum((["-i", p.name] for p in regions), [])
-                          + ["-N", "--flash-contents", verified_backup_path, "-w", image_path])
-        print("flashrom command: %s" % " ".join(shlex.quote(a) for a in argv))
-        print("LAYOUT:\n" + layout.flashrom_layout().rstrip())
-        print("dry run: nothing was written")
-        return None
-    report = fr.write(image_path, regions, verified_backup_path, restore_cmd or "camhost restore "
-                      + shlex.quote(os.path.abspath(verified_backup_path)))
+    return [p for p, _ in chosen]
+
+
+def flash_image(fr, image_path, current_path, restore_cmd, names=None):
+    """Write the partitions of `image_path` that differ from the chip, and verify them.
+
+    `current_path` must hold exactly what the chip holds now (see verified_backup());
+    both files must be private, so nothing changes them during the write. Returns the
+    WriteReport (all zero when nothing differs).
+    """
+    regions = plan(_read(current_path), _read(image_path), names)
+    if not regions:
+        return WriteReport((), 0, 0, 0, 0, 0, 0.0)
+    report = fr.write(image_path, regions, current_path, restore_cmd)
     print(summary(report))
     return report
 
@@ -269,7 +268,8 @@ def summary(report):
 
 
 def restore_command(args, backup_path):
-    argv = ["camhost", "restore", os.path.abspath(backup_path),
+    """The restore command line, runnable as printed: this Python, not a `camhost` on PATH."""
+    argv = [sys.executable, "-m", "camhost", "restore", os.path.abspath(backup_path),
             "--programmer", args.programmer, "--backup-dir", os.path.abspath(args.backup_dir)]
     if args.chip:
         argv += ["--chip", args.chip]
@@ -281,33 +281,29 @@ def restore_command(args, backup_path):
 def _session(args, steps):
     """A Flashrom for the command; releases the camera at the end (see Flashrom.release)."""
     fr = Flashrom(args.programmer, args.chip, progress=Progress(steps=steps))
+    halted = False
     try:
         yield fr
     except CamhostError as e:
         # after an unknown-state write the SoC stays halted, ready for the restore
-        if e.exit_code != EXIT_STATE_UNKNOWN:
-            fr.release()
+        halted = e.exit_code == EXIT_STATE_UNKNOWN
         raise
-    fr.release()
+    finally:
+        # also after Ctrl-C or a crash: a halted SoC would not boot until power-cycled
+        if not halted:
+            fr.release()
 
 
-def _load(path, what):
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as e:
-        raise CamhostError("cannot read %s %s: %s" % (what, path, e.strerror))
+def _read(path):
+    with open(path, "rb") as f:
+        return f.read()
 
 
-def _partition_names(text):
-    if not text:
-        return None
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in layout.BY_NAME]
-    if unknown or not names:
-        raise CamhostError("unknown partition(s) %s in --partitions; the partitions are: %s"
-                           % (", ".join(unknown) or repr(text), ", ".join(layout.BY_NAME)))
-    return names
+def _write_new(path, data):
+    """Create `path` (in a private temporary directory) holding `data`; return the path."""
+    with open(path, "xb") as f:
+        f.write(data)
+    return path
 
 
 def _ensure_dir(store):
@@ -324,8 +320,7 @@ def _is_blank(data):
 
 
 def _refuse_blank(path):
-    with open(path, "rb") as f:
-        data = f.read()
+    data = _read(path)
     if _is_blank(data):
         raise CamhostError(
             "the chip reads as all 0x%02x: no data came back. Check the wiring (J3 pins 1-2 "
@@ -333,16 +328,13 @@ def _refuse_blank(path):
             % data[0])
 
 
-def _refuse_unstable(first, second):
-    with open(first, "rb") as f:
-        a = f.read()
-    with open(second, "rb") as f:
-        b = f.read()
+def _refuse_unstable(first, second, outcome):
+    a, b = _read(first), _read(second)
     if a == b:
         return
     where = ", ".join("%s (%d bytes)" % (p.name, n) for p, n in differing_partitions(a, b))
     raise CamhostError(
-        "the two reads of the chip differ, in %s: the link is unreliable, so no backup was "
-        "stored. Use short wires and a common GND, lower the i2c clock (Raspberry Pi: "
+        "the two reads of the chip differ, in %s: the link is unreliable, so %s. Use short "
+        "wires and a common GND, lower the i2c clock (Raspberry Pi: "
         "`dtparam=i2c_arm_baudrate=20000` in config.txt, then reboot), power-cycle the "
-        "camera and run the backup again." % where)
+        "camera and run the command again." % (where, outcome))

@@ -21,13 +21,9 @@ import time
 from collections import namedtuple
 
 from . import layout
-from .errors import CamhostError
+from .errors import EXIT_STATE_UNKNOWN, CamhostError
 
 DEFAULT_PROGRAMMER = "mstarddc_spi:dev=/dev/i2c-1:0x49"
-
-# Exit codes of the flashing commands besides 0, 1 (refused) and 2 (usage); see the README.
-EXIT_DIFFERS = 3        # `camhost verify`: chip and file differ
-EXIT_STATE_UNKNOWN = 4  # a write failed or was cut short after erasing began
 
 BUILD_FLASHROM = """\
 sudo apt-get install -y git build-essential meson ninja-build pkg-config \\
@@ -375,11 +371,8 @@ class Flashrom:
             layout_file = os.path.join(tmp, "layout.txt")
             with open(layout_file, "w") as f:
                 f.write(layout.flashrom_layout())
-            args = ["-V", "-l", layout_file]
-            for r in regions:
-                args += ["-i", r.name]
-            args += ["-N", "--flash-contents", flash_contents, "-w", image_path]
-            rc, out = self._run(args, watch=watch, writes=True)
+            rc, out = self._run(self.write_args(layout_file, regions, flash_contents, image_path),
+                                watch=watch, writes=True)
         tally.finish()
         if rc == 0 and "VERIFIED" in out:
             self.progress.step_done("verified")
@@ -399,6 +392,14 @@ class Flashrom:
                 % (how, names, shown(out), restore_command), exit_code=EXIT_STATE_UNKNOWN)
         raise FlashromError("%s before it began erasing; the chip was not changed:\n%s"
                             % (how, shown(out)))
+
+    @staticmethod
+    def write_args(layout_file, regions, flash_contents, image_path):
+        """flashrom's arguments for write(); -V makes it log every erase block."""
+        args = ["-V", "-l", layout_file]
+        for r in regions:
+            args += ["-i", r.name]
+        return args + ["-N", "--flash-contents", flash_contents, "-w", image_path]
 
     def release(self):
         """End the session: with mstarddc_spi, one run without noreset resets the SoC."""

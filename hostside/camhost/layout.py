@@ -4,6 +4,8 @@ mtdparts=NOR_FLASH:256k(boot),64k(env),2048k(kernel),5120k(rootfs),-(rootfs_data
 """
 from collections import namedtuple
 
+from .errors import CamhostError
+
 Partition = namedtuple("Partition", "name offset size")
 
 FLASH_SIZE = 8 * 1024 * 1024
@@ -25,6 +27,30 @@ def partition(name):
         return BY_NAME[name]
     except KeyError:
         raise KeyError("unknown partition %r (known: %s)" % (name, ", ".join(BY_NAME)))
+
+
+def parse_partition_names(text):
+    """The partition names in a comma-separated list, in flash order; refuses unknown ones."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in BY_NAME]
+    if unknown or not names:
+        raise CamhostError("unknown partition(s) %s in --partitions; the partitions are: %s"
+                           % (", ".join(unknown) or repr(text), ", ".join(BY_NAME)))
+    return [p.name for p in PARTITIONS if p.name in names]
+
+
+def read_image(path, what):
+    """The bytes of a full-chip image file (`what` names it in errors): exactly FLASH_SIZE."""
+    try:
+        with open(path, "rb") as f:
+            blob = f.read(FLASH_SIZE + 1)  # enough to tell a too-big file
+    except OSError as e:
+        raise CamhostError("cannot read %s %s: %s" % (what, path, e.strerror)) from None
+    if len(blob) != FLASH_SIZE:
+        size = "%d" % len(blob) if len(blob) < FLASH_SIZE else "more than %d" % FLASH_SIZE
+        raise CamhostError("%s %s is %s bytes; a full image of this camera's flash is exactly "
+                           "%d bytes (8 MiB)." % (what, path, size, FLASH_SIZE))
+    return blob
 
 
 def flashrom_layout():
