@@ -1,17 +1,22 @@
-"""A simulated SigmaStar U-Boot on a real pseudo-terminal, for the flash-uboot tests.
+"""A simulated SigmaStar U-Boot on a real pseudo-terminal, for the U-Boot path's tests.
 
 It prints a boot banner and an autoboot countdown that the break key interrupts, then
-serves a prompt with the commands flashing needs: setenv, printenv, version, tftpboot
-(a real TFTP client, tftpy's, fetching from the host over loopback), crc32, mw.b and
-sf probe|erase|write|read against a file-backed 8 MB NOR flash (erase sets 0xff, write
-can only clear bits, as on the real chip). Output uses U-Boot's wording.
+serves a prompt with the commands flashing and backing up need: setenv, printenv,
+version, tftpboot (a real TFTP client, tftpy's, fetching from the host over loopback),
+crc32, mw.b, md/md.b/md.l and sf probe|erase|write|read against a file-backed 8 MB NOR
+flash (erase sets 0xff, write can only clear bits, as on the real chip). Output uses
+U-Boot 2015's wording and formats.
 
 Modes: "normal"; "silent" (prints nothing: wrong port or TX/RX swapped); "no-break"
 (ignores the break key and boots Linux to a login prompt); "linux-shell" (boots Linux
 to a root shell). `fail` names a command ("sf probe", "sf erase", "sf write") that
-reports an error, as a flash problem would make it. The `uboot` fixture starts them over
-the `chip` file and closes them after the test.
+reports an error, as a flash problem would make it. `corrupt_md` is how many md outputs
+arrive with one hex digit changed, as line noise does. `unplug` names a command during
+which the USB-serial adapter is pulled: the pseudo-terminal's master side closes, so the
+port fails under camhost. The `uboot` fixture starts them over the `chip` file and
+closes them after the test.
 """
+import array
 import io
 import os
 import re
@@ -26,6 +31,8 @@ import pytest
 import tftpy
 
 PROMPT = "SigmaStar # "
+# md's ASCII column: printable ASCII as is, anything else as '.'
+MD_ASCII = bytes(b if 0x20 <= b < 0x7f else 0x2e for b in range(256))
 RAM_BASE = 0x21000000
 RAM_SIZE = 0x2000000
 ERASE_SIZE = 0x1000
@@ -44,7 +51,7 @@ LINUX_BOOT = ("\r\n## Booting kernel from Legacy Image at 21000000 ...\r\n"
 
 class UBootSim:
     def __init__(self, flash_path, mode="normal", break_key=b"*", bootdelay=1.0,
-                 honour_tftpdstp=True, fail=None):
+                 honour_tftpdstp=True, fail=None, corrupt_md=0, unplug=None):
         self.flash_path = flash_path
         with open(flash_path, "rb") as f:
             self.flash = bytearray(f.read())
@@ -53,6 +60,8 @@ class UBootSim:
         self.bootdelay = bootdelay
         self.honour_tftpdstp = honour_tftpdstp
         self.fail = fail
+        self.corrupt_md = corrupt_md
+        self.unplug = unplug
         self.ram = bytearray(RAM_SIZE)
         self.env = {"bootdelay": "1", "baudrate": "115200", "ipaddr": "192.168.1.10",
                     "serverip": "192.168.1.254", "bootcmd": "bootm 0x21000000"}
@@ -72,7 +81,8 @@ class UBootSim:
     def close(self):
         self._stop.set()
         self._thread.join(10)
-        os.close(self.master)
+        if self.master is not None:
+            os.close(self.master)
         os.close(self.slave)
 
     # --- terminal I/O ---------------------------------------------------------------
@@ -123,6 +133,11 @@ class UBootSim:
                 if c in "\r\n":
                     self.out("\n")
                     if line.strip():
+                        if self.unplug and line.strip().startswith(self.unplug):
+                            self.commands.append(line.strip())
+                            os.close(self.master)  # the adapter is gone, and the sim with it
+                            self.master = None
+                            return
                         execute(line.strip())
                     line = ""
                     self.out(prompt)
@@ -149,7 +164,9 @@ class UBootSim:
         name = argv[0]
         handler = {"version": self._version, "setenv": self._setenv, "printenv": self._printenv,
                    "tftpboot": self._tftpboot, "tftp": self._tftpboot, "crc32": self._crc32,
-                   "mw.b": self._mw_b, "sf": self._sf}.get(name)
+                   "mw.b": self._mw_b, "md.b": lambda a: self._md(a, 1),
+                   "md": lambda a: self._md(a, 4), "md.l": lambda a: self._md(a, 4),
+                   "sf": self._sf}.get(name)
         if handler is None:
             self.out("Unknown command '%s' - try 'help'\n" % name)
             return
@@ -185,10 +202,35 @@ class UBootSim:
         at = self._ram(addr, count)
         self.ram[at:at + count] = bytes([value]) * count
 
+    def _md(self, args, width):
+        """U-Boot's print_buffer(): 16 bytes a line; md.l shows little-endian words."""
+        addr = int(args[0], 16)
+        count = int(args[1], 16) if len(args) > 1 else 0x40
+        at = self._ram(addr, count * width)
+        data = bytes(self.ram[at:at + count * width])
+        if width == 4:
+            words = array.array("I", data)
+            words.byteswap()  # a word is shown as a number: its bytes in reverse
+            shown = words.tobytes()
+        else:
+            shown = data
+        lines = []
+        for i in range(0, len(data), 16):
+            numbers = shown[i:i + 16].hex(" ", width).ljust(16 // width * (2 * width + 1) - 1)
+            lines.append("%08x: %s    %s\n" % (addr + i, numbers,
+                                                 data[i:i + 16].translate(MD_ASCII).decode()))
+        text = "".join(lines)
+        if self.corrupt_md:
+            self.corrupt_md -= 1
+            digit = text.index(": ") + 2
+            text = text[:digit] + "0123456789abcdef"[int(text[digit], 16) ^ 1] + text[digit + 1:]
+        self.out(text)
+
     def _crc32(self, args):
         addr, length = int(args[0], 16), int(args[1], 16)
         at = self._ram(addr, length)
         crc = zlib.crc32(self.ram[at:at + length])
+        # as U-Boot 2015 without hash algorithms prints it; with them: "crc32 for ..."
         self.out("CRC32 for %08x ... %08x ==> %08x\n" % (addr, addr + length - 1, crc))
 
     def _tftpboot(self, args):

@@ -26,6 +26,21 @@ def chip_tag(chip):
     return re.sub(r"[^A-Za-z0-9._-]+", "_", chip.split("/")[0]).strip("_") or "chip"
 
 
+# the sidecar `programmer` of a dump made through U-Boot (`camhost backup-uboot`)
+UBOOT_DUMP = "u-boot-serial:"
+
+
+def of_chip(record, chip):
+    """Whether `record` backs up a chip that flashrom names `chip`.
+
+    U-Boot names chips its own way (MX25L6433F where flashrom says MX25L6436E/...), so a
+    dump made through U-Boot counts for any chip of its size.
+    """
+    if record.meta.get("programmer", "").startswith(UBOOT_DUMP):
+        return record.meta.get("size") == layout.FLASH_SIZE
+    return record.meta.get("chip") == chip
+
+
 class BackupStore:
     def __init__(self, directory):
         self.directory = directory
@@ -87,7 +102,7 @@ class BackupStore:
     def by_sha256(self, digest, chip):
         """The backup of `chip` (flashrom's chip name) whose content has this sha256, or None."""
         for r in self.records():
-            if r.meta["sha256"] == digest and r.meta.get("chip") == chip:
+            if r.meta["sha256"] == digest and of_chip(r, chip):
                 return r
         return None
 

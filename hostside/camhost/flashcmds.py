@@ -9,13 +9,12 @@ import hashlib
 import os
 import shlex
 import shutil
-import sys
 import tempfile
 
 from . import layout
 from .backups import (BackupStore, check_intact, contents_lines, describe, describe_file,
-                      differing_partitions, require_firmware, sha256_file)
-from .errors import EXIT_STATE_UNKNOWN, CamhostError
+                      differing_partitions, of_chip, require_firmware, sha256_file)
+from .errors import EXIT_STATE_UNKNOWN, CamhostError, camhost_command
 from .flashrom import DEFAULT_PROGRAMMER, Flashrom, Progress, WriteReport, clock
 
 EXIT_DIFFERS = 3  # `camhost verify`: chip and file differ
@@ -140,7 +139,7 @@ def cmd_restore(args):
                            % (args.backup, "\n".join(contents_lines(contents))))
     with _session(args, steps=0) as fr:
         chip = fr.preflight()
-        if record and record.meta.get("chip") != chip.name:
+        if record and not of_chip(record, chip.name):
             raise CamhostError("%s is a backup of a %s chip, but this camera has %s; refusing."
                                % (args.backup, record.meta.get("chip"), chip.name))
         if not record:
@@ -268,12 +267,11 @@ def summary(report):
 
 
 def restore_command(args, backup_path):
-    """The restore command line, runnable as printed: this Python, not a `camhost` on PATH."""
-    argv = [sys.executable, "-m", "camhost", "restore", os.path.abspath(backup_path),
-            "--programmer", args.programmer, "--backup-dir", os.path.abspath(args.backup_dir)]
+    argv = ["restore", os.path.abspath(backup_path), "--programmer", args.programmer,
+            "--backup-dir", os.path.abspath(args.backup_dir)]
     if args.chip:
         argv += ["--chip", args.chip]
-    return " ".join(shlex.quote(a) for a in argv)
+    return camhost_command(*argv)
 
 
 # --- helpers -------------------------------------------------------------------------

@@ -4,10 +4,12 @@ Works with anything pyserial opens (a device such as /dev/ttyUSB0, a pseudo-term
 or a URL such as rfc2217://host:port). U-Boot echoes what it is sent, so a command's
 output is everything between the echoed command line and the next prompt. Every
 checked operation raises UBootError with U-Boot's own output when it reports a failure
-or never returns to the prompt.
+or never returns to the prompt, and PortLost when the serial port goes away.
 """
+import array
 import re
 import time
+import zlib
 
 import serial
 
@@ -23,10 +25,18 @@ PROMPT_RE = re.compile(r"(?:^|\n)([^\n]{0,40}?(?:#|>) )$")
 FAILURE_RE = re.compile(r"(?i)(error|fail|unknown command|usage:|not defined|invalid|abort|"
                         r"no spi flash|not initialized)")
 LINUX_RE = re.compile(r"(Starting kernel|Linux version|login:|Kernel panic)")
+# One line of `md.l`: address, four 32-bit words, the same 16 bytes as ASCII ('.' when not
+# printable), as U-Boot's print_buffer() formats it
+MD_LINE_RE = re.compile(r"([0-9a-f]{8}):((?: [0-9a-f]{8}){4})    [ -~]{16}")
+MD_LINE_CHARS = 67  # with its CR LF: what 16 bytes cost on the wire
 
 
 class UBootError(CamhostError):
     pass
+
+
+class PortLost(UBootError):
+    """The serial port went away (USB adapter unplugged): nothing more can be sent."""
 
 
 def normalise(text):
@@ -69,7 +79,7 @@ class UBoot:
         key = self.break_key.encode()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            self.serial.write(key)
+            self._write(key)
             seen += self._read_for(0.05)
             # at the prompt every further key is echoed: "SigmaStar # ***"
             tail = normalise(seen[-300:]).rstrip(self.break_key.strip() or "\n")
@@ -78,11 +88,11 @@ class UBoot:
             if len(seen) >= 5 and not seen.strip(self.break_key):
                 # only our keys come back: U-Boot already sat at its prompt before we
                 # started; Ctrl-C makes it print the prompt again
-                self.serial.write(CTRL_C)
+                self._write(CTRL_C)
         else:
             raise UBootError(self._no_prompt(seen, timeout))
         # discard the typed keys: Ctrl-C makes U-Boot print "<INTERRUPT>" and a fresh prompt
-        self.serial.write(CTRL_C)
+        self._write(CTRL_C)
         after = normalise(self._read_quiet())
         found = PROMPT_RE.search(after) or PROMPT_RE.search(tail)
         self.prompt = found.group(1)
@@ -124,21 +134,28 @@ class UBoot:
         self._read_for(0)  # drop anything stale
         data = command.encode() + b"\r"
         for i in range(0, len(data), 16):
-            # U-Boot echoes each character; pacing keeps the SoC's small UART FIFO from
-            # overflowing while it does
-            self.serial.write(data[i:i + 16])
-            time.sleep(0.005)
-        text = ""
+            if i:
+                # U-Boot echoes each character; pacing keeps the SoC's small UART FIFO
+                # from overflowing while it does
+                time.sleep(0.005)
+            self._write(data[i:i + 16])
+        # collected as received and normalised once: a CR LF can straddle two reads, and
+        # an md dump is hundreds of kB
+        chunks = []
+        tail = ""
         end = "\n" + self.prompt
         deadline = time.monotonic() + timeout
-        while not text.endswith(end):
+        while not normalise(tail).endswith(end):
             if time.monotonic() > deadline:
-                self.serial.write(CTRL_C)
-                text = normalise(text + self._read_quiet())
+                self._write(CTRL_C)
+                text = normalise("".join(chunks) + self._read_quiet())
                 raise UBootError("U-Boot did not finish `%s` within %g s; sent Ctrl-C. "
                                  "Output:\n%s" % (command, timeout, indented(text)))
-            text = normalise(text + self._read_some())
-        output = text[:-len(end)]
+            chunk = self._read(block=True).decode("latin-1")
+            if chunk:
+                chunks.append(chunk)
+                tail = (tail + chunk)[-200:]
+        output = normalise("".join(chunks))[:-len(end)]
         first, _, rest = output.partition("\n")
         return rest if first.strip().endswith(command.strip()) else output
 
@@ -149,26 +166,35 @@ class UBoot:
             raise UBootError("U-Boot command `%s` failed:\n%s" % (command, indented(output)))
         return output
 
-    def _read_some(self):
-        """What has arrived, waiting up to the port timeout for the first byte."""
-        data = self.serial.read(1)
-        if data and self.serial.in_waiting:
-            data += self.serial.read(self.serial.in_waiting)
-        return data.decode("latin-1")
+    def _write(self, data):
+        try:
+            self.serial.write(data)
+        except OSError as e:  # pyserial's SerialException is one too
+            raise self._lost(e)
+
+    def _read(self, block):
+        """What has arrived; if nothing has and `block`, wait up to the port timeout."""
+        try:
+            waiting = self.serial.in_waiting
+            if waiting or block:
+                return self.serial.read(waiting or 1)
+            return b""
+        except OSError as e:
+            raise self._lost(e)
+
+    def _lost(self, error):
+        return PortLost("lost the serial port %s (%s): was the USB-serial adapter unplugged "
+                        "or the cable pulled?" % (self.port, error))
 
     def _read_for(self, seconds):
         chunks = []
         end = time.monotonic() + seconds
         while True:
-            waiting = self.serial.in_waiting
-            if waiting:
-                chunks.append(self.serial.read(waiting))
+            chunk = self._read(block=time.monotonic() < end)
+            if chunk:
+                chunks.append(chunk)
             elif time.monotonic() >= end:
                 break
-            else:
-                chunk = self.serial.read(1)  # blocks up to the port timeout
-                if chunk:
-                    chunks.append(chunk)
         return b"".join(chunks).decode("latin-1")
 
     def _read_quiet(self, quiet=0.3, limit=3.0):
@@ -192,6 +218,8 @@ class UBoot:
         timeout = 30 + size / 100e3  # even a slow link moves 100 kB/s
         try:
             output = self.run(command, timeout)
+        except PortLost:
+            raise
         except UBootError as e:
             raise UBootError("TFTP transfer of %s from %s never finished. %s\n%s"
                              % (filename, server, TFTP_HINT, e))
@@ -215,7 +243,15 @@ class UBoot:
         return int(re.search(r"==>\s*([0-9a-fA-F]{8})", output).group(1), 16)
 
     def sf_probe(self):
-        return self.run_checked("sf probe 0")
+        """Select the SPI flash; return (chip name, size in bytes) as U-Boot reports them.
+
+        Either is None when this U-Boot words its report differently.
+        """
+        output = self.run_checked("sf probe 0")
+        # "SF: Detected MX25L6433F with page size 256 Bytes, erase size 4 KiB, total 8 MiB"
+        name = re.search(r"SF: Detected (\S+)", output)
+        mib = re.search(r"total (\d+) MiB", output)
+        return (name.group(1) if name else None, int(mib.group(1)) << 20 if mib else None)
 
     def sf_erase(self, offset, size):
         self._sf("sf erase 0x%x 0x%x" % (offset, size), "Erased", 60 + size / 20e3)
@@ -225,6 +261,47 @@ class UBoot:
 
     def sf_read(self, addr, offset, size):
         self._sf("sf read 0x%08x 0x%x 0x%x" % (addr, offset, size), "Read", 30 + size / 200e3)
+
+    def read_ram(self, addr, length, attempts=3):
+        """`length` bytes (a multiple of 16) of RAM at `addr`, printed by `md.l`.
+
+        Each try is checked against U-Boot's own `crc32` of the range; a garbled or
+        damaged transfer is read again, up to `attempts` times.
+        """
+        problem = None
+        for _ in range(attempts):
+            try:
+                data = self._md_l(addr, length)
+                if zlib.crc32(data) == self.crc32(addr, length):
+                    return data
+                problem = "its CRC32 differs from U-Boot's"
+            except PortLost:
+                raise
+            except UBootError as e:
+                problem = str(e)
+        raise UBootError("%d bytes at 0x%08x arrived damaged %d times; last time: %s\nThe "
+                         "serial line is unreliable: check the GND wire and keep the cable "
+                         "short." % (length, addr, attempts, problem))
+
+    def _md_l(self, addr, length):
+        command = "md.l 0x%08x 0x%x" % (addr, length // 4)
+        # the text's time on the wire at ten bits a character (8N1); allow twice that
+        seconds = length // 16 * MD_LINE_CHARS * 10 / self.serial.baudrate
+        lines = self.run(command, timeout=10 + 2 * seconds).split("\n")
+        if len(lines) != length // 16:
+            raise UBootError("`%s` printed %d lines, not %d" % (command, len(lines),
+                                                                length // 16))
+        words = []
+        for i, line in enumerate(lines):
+            m = MD_LINE_RE.fullmatch(line)
+            if not m or int(m.group(1), 16) != addr + 16 * i:
+                raise UBootError("`%s` printed a damaged line: %r" % (command, line[:80]))
+            words.append(m.group(2))
+        # md.l prints each word as a number; the SoC is little-endian ARM, so in memory a
+        # word's bytes come in the reverse order
+        data = array.array("I", bytes.fromhex("".join(words)))
+        data.byteswap()
+        return data.tobytes()
 
     def _sf(self, command, verb, timeout):
         output = self.run_checked(command, timeout)
