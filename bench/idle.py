@@ -18,6 +18,7 @@ from common import DriverError, ShmSysfs, runtimes
 from table import figure, section
 
 from camagent.config import MQTT_DEFAULTS
+from camagent.mqtt import heartbeat_s
 
 KEEPALIVE_S = 5          # the measuring keepalive (the config's minimum)
 WINDOW_S = 10.0
@@ -34,22 +35,13 @@ def measure(rt, port, device_id, window_s, warm_s, align, results):
                   "align": align}
         try:
             results[rt.name] = (rt.driver("idle", params), None)
-        except DriverError as first:
-            # MicroPython without Home Assistant discovery, if that is what breaks it
-            params["discovery"] = False
-            try:
-                results[rt.name] = (rt.driver("idle", params), str(first))
-            except DriverError as e:
-                results[rt.name] = (None, str(e))
+        except DriverError as e:
+            results[rt.name] = (None, str(e))
 
 
 def run(window_s=WINDOW_S, warm_s=WARM_S, align=True):
     """`align`: open the window on a wakeup (exact per-period counts; up to one heartbeat
     longer). Off only for the smoke test."""
-    try:
-        from camagent.mqtt import heartbeat_s
-    except ImportError as e:
-        return section("Idle cost", skipped="the agent's MQTT session is missing (%s)" % e), {}
     figures, notes, raw = [], [], {}
     found = runtimes()
     results = {}
@@ -71,9 +63,6 @@ def run(window_s=WINDOW_S, warm_s=WARM_S, align=True):
         if r is None:
             notes.append("%s: failed: %s" % (rt.name, error))
             continue
-        if error:
-            notes.append("%s: with Home Assistant discovery on the agent failed (%s); measured "
-                         "with discovery off" % (rt.name, error))
         beats = r["window_us"] / 1e6 / r["heartbeat_s"]
         per_beat = {"wakeups": r["wakeups"] / beats, "switches": r["switches"] / beats,
                     "cpu_ms": r["cpu_ns"] / 1e6 / beats}

@@ -15,13 +15,12 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import paho.mqtt.client as paho
 
 from broker import Mosquitto
-from common import AGENT, ROOT, VENDOR, ShmSysfs, Skip, micropython, percentile
+from common import AGENT, ROOT, VENDOR, ShmSysfs, Skip, cpython, micropython, percentile
 from inotify import Watcher
 from table import figure, section
 from camagent import boards
@@ -87,18 +86,18 @@ class Contender:
             self._log.close()
 
 
-def agent_contender(name, runtime_argv, path_var, fs, port, device_id):
+def agent_contender(rt, fs, port, device_id):
+    """`-m camagent` under the Runtime `rt`."""
     cfg_path = os.path.join(fs.dir, device_id + ".json")
     with open(cfg_path, "w") as f:
         json.dump({"gpio_root": fs.gpio_root, "state_dir": os.path.join(fs.state_dir, device_id),
                    "device_id": device_id, "sd_reset_on_start": False,
                    "mqtt": {"host": "127.0.0.1", "port": port}}, f)
-    env = dict(os.environ)
-    env[path_var] = os.pathsep.join([AGENT, VENDOR])
     pin = boards.profile("imou-ranger-rc-4mp")["pins"]["led_green"]
-    return Contender(name, "camagent/%s/led_green/set" % device_id, (b"ON", b"OFF"),
-                     fs.value_path(pin), runtime_argv + ["-m", "camagent", "-c", cfg_path],
-                     env=env, cwd=ROOT, log=os.path.join(fs.dir, device_id + ".log"))
+    return Contender("agent (%s)" % rt.name, "camagent/%s/led_green/set" % device_id,
+                     (b"ON", b"OFF"), fs.value_path(pin),
+                     rt.command(["-m", "camagent", "-c", cfg_path]), env=rt.env([AGENT, VENDOR]),
+                     cwd=ROOT, log=os.path.join(fs.dir, device_id + ".log"))
 
 
 def shell_contender(name, writer, port, directory):
@@ -183,11 +182,9 @@ def session(commands, mp, broker_conf=()):
     with Mosquitto(broker_conf) as broker, ShmSysfs() as fs, ShmSysfs() as fs_mp:
         contenders = []
         try:
-            contenders.append(agent_contender("agent (CPython)", [sys.executable], "PYTHONPATH",
-                                              fs, broker.port, "bench"))
+            contenders.append(agent_contender(cpython(), fs, broker.port, "bench"))
             if mp:   # its own tree: both agents claim the same pins
-                contenders.append(agent_contender("agent (%s)" % mp.name, mp.argv,
-                                                  "MICROPYPATH", fs_mp, broker.port, "benchmp"))
+                contenders.append(agent_contender(mp, fs_mp, broker.port, "benchmp"))
             contenders.append(shell_contender("builtins", "echo", broker.port, fs.dir))
             contenders.append(shell_contender("fork", "/bin/echo", broker.port, fs.dir))
             watcher = Watcher()

@@ -1,9 +1,10 @@
 """`make bench`: the agent's speed and footprint, each figure beside its baseline.
 
     .venv/bin/python bench/run.py [--only steps,latency,idle,footprint,flash] [--quick]
-                                  [--out FILE]
+                                  [--out FILE] [--markdown]
 
-Prints one table and writes bench/results.json. Set MICROPYTHON to a MicroPython
+Prints one table (--markdown: as markdown tables, the README's "Latest results") and
+writes bench/results.json. Set MICROPYTHON to a MicroPython
 unix-port binary to measure the agent under MicroPython too. Targets are goals
 printed beside the figures; the exit code is 0 whether they are met or not, 1
 when a benchmark itself broke (its section says so; the others still run), 2 for
@@ -83,6 +84,8 @@ def main(argv=None):
                         help="tiny sizes: checks that every benchmark runs; figures meaningless")
     parser.add_argument("--out", default=os.path.join(common.BENCH, "results.json"),
                         metavar="FILE", help="where the JSON goes (default bench/results.json)")
+    parser.add_argument("--markdown", action="store_true",
+                        help="print the tables as markdown (README's \"Latest results\")")
     args = parser.parse_args(argv)
     names = list(SECTIONS)
     if args.only:
@@ -109,7 +112,7 @@ def main(argv=None):
                "sections": sections, "raw": raw}
     with open(args.out, "w") as f:
         json.dump(results, f, indent=1, sort_keys=True)
-    print(table.render(sections))
+    print(table.markdown(sections) if args.markdown else table.render(sections))
     missed = sum(1 for s in sections for f in s["figures"] if f["met"] is False)
     met = sum(1 for s in sections for f in s["figures"] if f["met"] is True)
     print("\ntargets: %d met, %d missed (goals, not assertions); load %s -> %s; results in %s"

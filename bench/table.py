@@ -10,7 +10,7 @@ _OPS = {"<=": lambda a, b: a <= b, ">=": lambda a, b: a >= b,
         "==": lambda a, b: abs(a - b) < 1e-9, "<": lambda a, b: a < b}
 
 
-def figure(name, value, unit="", baseline=None, baseline_name=None, target=None, note=None):
+def figure(name, value, unit="", baseline=None, baseline_name=None, target=None):
     """A figure; `target` is (op, limit) on the value or ("ratio", op, limit) on the ratio."""
     ratio = None
     if value is not None and baseline not in (None, 0):
@@ -24,8 +24,6 @@ def figure(name, value, unit="", baseline=None, baseline_name=None, target=None,
         fig["target"] = "%s%s %s" % ("ratio " if on_ratio else "", op, _num(limit))
         if subject is not None:
             fig["met"] = bool(_OPS[op](subject, limit))
-    if note:
-        fig["note"] = note
     return fig
 
 

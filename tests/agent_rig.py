@@ -100,9 +100,9 @@ class TimedRecorder(WriteRecorder):
 
 
 class Rig:
-    def __init__(self, tmp_path, start=True, fake=None, **cfg):
+    def __init__(self, tmp_path, start=True, **cfg):
         self.tmp = tmp_path
-        self.fs = fake or FakeSysfs(tmp_path / "gpio")
+        self.fs = FakeSysfs(tmp_path / "gpio")
         self.cfg_doc = {"gpio_root": str(tmp_path / "gpio"), "state_dir": str(tmp_path / "state"),
                         "device_id": "testcam"}
         self.cfg_doc.update(cfg)

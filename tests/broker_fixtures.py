@@ -14,10 +14,12 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 
 import paho.mqtt.client as mqtt
 import pytest
 
+from camhost.ctl import preview  # the agent's quoting: the tests (fuzz too) check ctl's copy
 from camhost.simcam import SimCamera
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -131,13 +133,6 @@ class Mosquitto:
     def resume(self):
         os.kill(self.proc.pid, signal.SIGCONT)
 
-    def log_text(self):
-        try:
-            with open(self.log) as f:
-                return f.read()
-        except OSError:
-            return ""
-
 
 class Certificates:
     """A throw-away CA, a server certificate for 127.0.0.1 and a client certificate."""
@@ -180,13 +175,12 @@ def mosquitto(tmp_path):
 class Watcher:
     """A paho client that records every message under the topics it subscribes to."""
 
-    def __init__(self, broker, topics=("#",), username=None, password=None, tls=None,
-                 client_id=None):
+    def __init__(self, broker, topics=("#",), username=None, password=None, tls=None):
         self.messages = []          # (topic, payload bytes, retain)
-        self.handled = {}           # base topic -> commands known to be counted (see send)
         self.cond = threading.Condition()
+        # a unique id: a second client with the same id would throw this one off the broker
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
-                                  client_id=client_id or "watcher-%d" % os.getpid())
+                                  client_id="watcher-" + uuid.uuid4().hex[:12])
         if username:
             self.client.username_pw_set(username, password)
         if tls:
@@ -295,10 +289,6 @@ class Agent:
         self.sim.close()
 
 
-def state_of(payload):
-    return json.loads(payload)
-
-
 def latest_state(watcher, base):
     states = watcher.all(base + "/state")
     return json.loads(states[-1][0]) if states else None
@@ -311,7 +301,7 @@ def accepted(state):
 def send(watcher, base, suffix, payload, done=None):
     """Publish a command; return ("state", doc) for the first state that counts it as
     accepted and satisfies done(doc), or ("error", doc) for the agent's error reply."""
-    before = max(accepted(latest_state(watcher, base)), watcher.handled.get(base, 0))
+    before = accepted(latest_state(watcher, base))
     start = watcher.mark()
     raw = payload if isinstance(payload, bytes) else payload.encode()
     topic = "%s/%s" % (base, suffix)
@@ -328,14 +318,8 @@ def send(watcher, base, suffix, payload, done=None):
     i, t, p = watcher.wait_for(answer, "an answer to %s %r" % (topic, raw[:40]), start=start)
     if t.endswith("/error"):
         return "error", json.loads(p)
-    watcher.handled[base] = before + 1
     return "state", json.loads(p)
 
 
 def still(state):
     return not state["pan"]["moving"] and not state["tilt"]["moving"]
-
-
-def preview(data, limit=64):
-    """How the agent quotes a payload in its error documents."""
-    return "".join(chr(b) if 32 <= b < 127 and b != 92 else "\\x%02x" % b for b in data[:limit])

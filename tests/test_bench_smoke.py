@@ -121,9 +121,14 @@ def test_flash_writes_nothing_for_an_unchanged_image(quick):
         assert r["erased_blocks"] == r["chip_sectors_changed"]
 
 
-def test_only_picks_sections_and_rejects_unknown_ones(tmp_path):
-    results, _ = run_bench(tmp_path, "--only", "steps")
+def test_only_picks_sections_markdown_and_rejects_unknown_ones(tmp_path):
+    results, text = run_bench(tmp_path, "--only", "steps", "--markdown")
     assert [s["key"] for s in results["sections"]] == ["steps"]
+    # the README's "Latest results" tables
+    assert "**Steps (fake sysfs on tmpfs, wall clock)**" in text
+    row = ("| CPython 1000/s value writes/half-step | 1.000 | 1.000 (floor) | 1.000 "
+           "| == 1.000 | ok |")
+    assert row in text.splitlines()
     proc = subprocess.run([sys.executable, RUN, "--only", "steps,speed"], cwd=ROOT,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
     assert proc.returncode == 2

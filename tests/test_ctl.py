@@ -1,15 +1,20 @@
 """`camhost ctl` against a running agent on a real mosquitto."""
+import io
+import itertools
 import json
 import os
 import subprocess
 import sys
+import threading
+import types
 
 import pytest
 
-from broker_fixtures import Agent, Mosquitto, Watcher, stop_leftovers, wait_until  # noqa: F401
-from camhost import cli
+from broker_fixtures import (WAIT_S, Agent, Mosquitto, Watcher, stop_leftovers,  # noqa: F401
+                             wait_until)
+from camhost import cli, ctl as camhost_ctl, mqttclient
 from camhost.errors import CamhostError
-from camhost.mqttclient import BrokerURL
+from camhost.mqttclient import BrokerURL, Link
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -61,6 +66,8 @@ def test_motion_commands_wait_for_the_result(ctl):
     # 200 degrees is half-step 2276; the 10 degree increment is 114 half-steps
     assert ctl("move", "right")[1] == "testcam: pan at 210.1°, tilt at 30.0°\n"
     assert ctl("stop")[1] == "testcam: stopped at pan 210.1°, tilt 30.0°\n"
+    # a JSON number goes to the agent as typed
+    assert ctl("ptz", "--pan", "1.2e2")[1] == "testcam: pan at 120.0°, tilt at 30.0°\n"
 
 
 def test_presets(ctl):
@@ -88,6 +95,11 @@ def test_ir_night_and_leds(ctl, setup):
     (("tilt", "ten"), "testcam: tilt position in degrees must be a decimal number such as 90 or "
                       "-12.5"),
     (("ptz", "--pan", "abc"), "testcam: ptz/set: pan must be a number"),
+    # not JSON numbers, though float() takes them: refused as `pan` refuses them
+    (("ptz", "--pan", "\u0669\u0660"), "testcam: ptz/set: pan must be a number"),
+    (("ptz", "--tilt", "1_0"), "testcam: ptz/set: tilt must be a number"),
+    (("ptz", "--pan", " 90"), "testcam: ptz/set: pan must be a number"),
+    (("ptz", "--pan", "1e999"), "testcam: ptz/set: pan must be a finite number"),  # JSON's, inf
     (("ptz",), "testcam: ptz/set needs pan or tilt (degrees); speed alone moves nothing"),
     (("night", "dusk"), "testcam: night_mode/set accepts DAY or NIGHT or AUTO (any case)"),
     (("preset", "goto", "nowhere"), "testcam: no preset named 'nowhere'; saved presets: none"),
@@ -154,6 +166,33 @@ def test_watch_updates_until_count(setup):
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+def test_watch_has_no_deadline(setup, monkeypatch):
+    """An agent may stay quiet for a day (state_interval up to 86400 s): watch waits for
+    the next state however long it takes."""
+    broker, agent = setup
+    link = Link(broker.url)
+    try:
+        watched = camhost_ctl.Agent(link, "camagent", "testcam", 20)
+        hours = itertools.count()   # from here on, every clock reading is an hour later
+        monkeypatch.setattr(mqttclient, "time",
+                            types.SimpleNamespace(monotonic=lambda: 3600.0 * next(hours)))
+        out, result = io.StringIO(), {}
+
+        def run():
+            try:
+                result["code"] = camhost_ctl.watch(watched, out, count=1)
+            except CamhostError as e:
+                result["error"] = str(e)
+        t = threading.Thread(target=run)
+        t.start()
+        wait_until(lambda: out.getvalue(), what="the first panel")   # watch is waiting now
+        link.publish(agent.base + "/ir_led/set", "OFF")               # answered with a state
+        t.join(WAIT_S)
+        assert result == {"code": 0} and len(out.getvalue().splitlines()) == 2
+    finally:
+        link.close()
 
 
 def test_broker_urls(mosq_auth):

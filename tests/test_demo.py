@@ -7,7 +7,9 @@ import socket
 import subprocess
 import sys
 
-from broker_fixtures import WAIT_S, Mosquitto, stop_leftovers, wait_until  # noqa: F401
+from broker_fixtures import WAIT_S, Mosquitto, Watcher, stop_leftovers, wait_until  # noqa: F401
+from camagent import boards
+from camhost.simcam import SimCamera
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -90,10 +92,27 @@ def test_against_an_external_broker(tmp_path):
         assert proc.returncode == 0, out + err
         assert "broker: %s\n" % broker.url in out and "embedded" not in out
         # the agent said goodbye on the way out: its availability is retained offline
-        log = broker.log_text()
-        assert "camagent-demo" in log
+        w = Watcher(broker, ["camagent/demo/availability"])
+        try:
+            i, t, p = w.wait_for(lambda t, p: True, "the retained availability")
+            assert p == b"offline" and w.messages[i][2] is True
+        finally:
+            w.close()
     finally:
         broker.kill()
+
+
+def test_speedup_scales_each_axis_from_its_own_board_defaults(tmp_path):
+    sim = SimCamera(tmp_path / "camera")
+    try:
+        overrides = sim.config(speedup=3)["overrides"]
+    finally:
+        sim.close()
+    profile = boards.profile("imou-ranger-rc-4mp")
+    for axis in ("pan", "tilt"):
+        for key in ("speed", "max_speed", "start_speed", "home_speed"):
+            assert overrides[axis][key] == 3 * profile[axis][key], (axis, key)
+        assert overrides[axis]["accel"] == 9 * profile[axis]["accel"]   # same ramp, 3x faster
 
 
 def test_bad_options_are_refused(tmp_path):

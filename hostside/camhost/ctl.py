@@ -8,6 +8,7 @@ of what is valid. Exit codes: 0 done, 1 the agent rejected the command,
 """
 import argparse
 import json
+import re
 import shutil
 import sys
 
@@ -162,7 +163,6 @@ class Agent:
         self.base = "%s/%s" % (prefix, device)
         self.availability, self.state = agents[device]
         self.state = self.state or {}
-        self.handled = 0
         link.subscribe(self.base + "/error")
 
     def counted(self, state):
@@ -181,7 +181,7 @@ class Agent:
                                                                   "not online"), 3)
         topic = "%s/%s" % (self.base, suffix)
         raw = payload.encode()
-        before = max(self.counted(self.state), self.handled)
+        before = self.counted(self.state)
         start = self.link.mark()
         self.link.publish(topic, raw)
         quoted = preview(raw)
@@ -209,7 +209,6 @@ class Agent:
         if "offline" in result:
             raise CamhostError("agent %s went offline before answering" % self.id, 3)
         self.state = result["state"]
-        self.handled = before + 1
         return self.state
 
 
@@ -224,12 +223,9 @@ def command(agent, args):
         st = agent.send("%s/%s" % (c, "step" if args.by else "set"), args.degrees, _still)
         return st, "%s at %s" % (c, _deg(st[c]["position"]))
     if c == "ptz":
-        doc = {}
-        for key in ("pan", "tilt", "speed"):
-            value = getattr(args, key)
-            if value is not None:
-                doc[key] = _number_or_text(value)
-        st = agent.send("ptz/set", json.dumps(doc), _still)
+        fields = ", ".join('"%s": %s' % (key, _json_value(getattr(args, key)))
+                           for key in ("pan", "tilt", "speed") if getattr(args, key) is not None)
+        st = agent.send("ptz/set", "{%s}" % fields, _still)
         return st, "pan at %s, tilt at %s" % (_deg(st["pan"]["position"]),
                                               _deg(st["tilt"]["position"]))
     if c == "move":
@@ -289,7 +285,8 @@ def watch(agent, out, count=None):
     view.draw(panel_lines(agent.id, agent.state, agent.availability))
     try:
         while count is None or updates < count:
-            link.wait(lambda: link.mark() > start, 3600, "a state update")
+            # no deadline: an agent may stay quiet for a day (state_interval up to 86400 s)
+            link.wait(lambda: link.mark() > start)
             with link.cond:
                 new, start = link.messages[start:], len(link.messages)
             for topic, payload in new:
@@ -329,7 +326,7 @@ class Panel:
             self.out.write(text)
             self.height = len(lines)
         else:
-            self.out.write(" | ".join(lines[1:3] + lines[3:4]) + "\n")
+            self.out.write(" | ".join(lines[1:4]) + "\n")
         self.out.flush()
 
 
@@ -406,11 +403,11 @@ def _json(payload):
         return None
 
 
-def _number_or_text(text):
-    """A number when the text is one, else the text itself (for the agent to reject)."""
-    try:
-        value = float(text)
-    except ValueError:
-        return text
-    return int(value) if value.is_integer() and "." not in text and "e" not in text.lower() \
-        else value
+# JSON's number grammar, ASCII digits only (float() would also take "1_000", " 90", "٩٠")
+_NUMBER = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")
+
+
+def _json_value(text):
+    """`text` as a JSON value: a number as typed when it is one, else a string, which
+    the agent refuses with its own sentence (as it refuses `pan ٩٠`)."""
+    return text if _NUMBER.fullmatch(text) else json.dumps(text)

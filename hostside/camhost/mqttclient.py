@@ -137,12 +137,12 @@ class Link:
         with self.cond:
             return len(self.messages)
 
-    def wait(self, condition, timeout, what):
-        """Block until condition() (called under the lock) is true."""
-        end = time.monotonic() + timeout
+    def wait(self, condition, timeout=None, what=None):
+        """Block until condition() (called under the lock) is true; timeout None: no limit."""
+        end = None if timeout is None else time.monotonic() + timeout
         with self.cond:
             while not condition():
-                left = end - time.monotonic()
+                left = 0.5 if end is None else end - time.monotonic()
                 if left <= 0:
                     raise CamhostError("timed out after %g s waiting for %s" % (timeout, what),
                                        exit_code=3)

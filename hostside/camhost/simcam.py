@@ -10,15 +10,30 @@ SimCamera(root) lays out, in a scratch directory:
 and writes agent configs pointing at them. Only the kernel is simulated: the
 agent under test is the real one, writing the same files it writes on a camera.
 """
+import importlib.util
 import json
 import os
 import shutil
 import threading
 import time
 
-# The Ranger RC's pins (camagent's board profile), named for the live view.
-PINS = {"pan": (14, 15, 16, 17), "tilt": (31, 36, 37, 38), "ir_led": 44, "sd_reset": 45,
-        "wifi_power": 46, "led_green": 61, "led_red": 79, "ircut_open": 76, "ircut_close": 77}
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+AGENT_DIR = os.path.join(ROOT, "agent")
+
+
+def _agent_boards():
+    """The agent's own camagent/boards.py (it imports nothing), without the agent on sys.path."""
+    spec = importlib.util.spec_from_file_location(
+        "camagent_boards", os.path.join(AGENT_DIR, "camagent", "boards.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# One source for pins and motor defaults: the agent's board profile.
+boards = _agent_boards()
+BOARD = "imou-ranger-rc-4mp"   # the board simulated, written into every config
+PINS = boards.profile(BOARD)["pins"]
 
 # Motor settings for tests and the demo: same mechanics, faster (half-steps/s).
 FAST_AXIS = {"speed": 4000, "max_speed": 8000, "start_speed": 1000, "accel": 100000,
@@ -122,13 +137,6 @@ class GpioTree:
     def exported(self, pin):
         return os.path.isdir(self.pin_dir(pin))
 
-    def exported_pins(self):
-        pins = []
-        for name in os.listdir(self.root):
-            if name.startswith("gpio") and name[4:].isdigit():
-                pins.append(int(name[4:]))
-        return sorted(pins)
-
     def direction(self, pin):
         with open(os.path.join(self.pin_dir(pin), "direction")) as f:
             return f.read().strip()
@@ -228,12 +236,13 @@ class SimCamera(GpioTree):
 
     # --- agent configs -------------------------------------------------------------
     def config(self, device_id="simcam", mqtt=None, fast=False, speedup=None, **extra):
-        doc = {"device_id": device_id, "gpio_root": self.gpio_root,
+        doc = {"board": BOARD, "device_id": device_id, "gpio_root": self.gpio_root,
                "proc_root": self.proc_root, "state_dir": self.state_dir, "light_file": "",
                "mqtt": mqtt or {}}
         if fast or speedup:
-            axis = dict(FAST_AXIS) if fast else _scaled_axis(speedup)
-            doc["overrides"] = {"pan": dict(axis), "tilt": dict(axis)}
+            profile = boards.profile(extra.get("board", BOARD))
+            doc["overrides"] = {axis: dict(FAST_AXIS) if fast else _scaled(profile[axis], speedup)
+                                for axis in ("pan", "tilt")}
         doc.update(extra)
         return doc
 
@@ -245,12 +254,11 @@ class SimCamera(GpioTree):
         return path
 
 
-def _scaled_axis(speedup):
-    """The board's default motion (camagent.boards) made `speedup` times faster."""
-    base = {"speed": 600, "max_speed": 1000, "start_speed": 200, "accel": 2500,
-            "home_speed": 500}
+def _scaled(axis, speedup):
+    """An axis's default motion (its board profile) made `speedup` times faster."""
     out = {}
-    for key, value in base.items():
+    for key in ("speed", "max_speed", "start_speed", "home_speed", "accel"):
+        # the same ramp in 1/speedup of the time needs speedup² the acceleration
         factor = speedup * speedup if key == "accel" else speedup
-        out[key] = int(value * factor)
+        out[key] = int(axis[key] * factor)
     return out
