@@ -14,16 +14,19 @@ APT_COMMANDS := mosquitto mosquitto_pub flashrom mksquashfs unsquashfs mkimage \
 	shellcheck inotifywait openssl xz busybox
 
 # umqtt.simple 1.3.4 = what MicroPython 1.22 ships. Its sdist has no setup.py, so
-# pip refuses to install it; `pip download --no-clean` still unpacks it for us.
+# pip fails on it, but `pip download --no-clean` has unpacked it by then: whether
+# simple.py is there, not pip's exit status, says if the download worked.
 UMQTT_VERSION := 1.3.4
 UMQTT := $(BUILD)/vendor/umqtt/simple.py
 
 BOARD ?= imou-ranger-rc-4mp
 OPENIPC ?= $(HOME)/openipc-firmware
-FIRMWARE ?= openipc.ssc337-nor-lite.tgz
+# Empty: camhost uses the board's release, openipc.SOC-nor-lite.tgz, in this directory.
+FIRMWARE ?=
 MICROPYTHON ?=
 BACKUP ?=
 PORT ?= /dev/ttyUSB0
+# What `make image` and `make repack` write and `make flash` writes to the camera.
 IMAGE ?= $(BUILD)/camagent-$(BOARD).bin
 
 .PHONY: help demo test bench deps venv mpy image repack backup flash flash-uboot clean
@@ -56,9 +59,16 @@ $(VENV)/.stamp: hostside/pyproject.toml requirements-dev.txt
 
 $(UMQTT): | $(VENV)/.stamp
 	rm -rf $(BUILD)/pipdl && mkdir -p $(BUILD)/pipdl $(dir $@)
-	-TMPDIR=$(CURDIR)/$(BUILD)/pipdl $(PIP) download -q --no-deps --no-binary :all: \
-		--no-clean -d $(BUILD)/pipdl/dl micropython-umqtt-simple==$(UMQTT_VERSION) >/dev/null 2>&1
-	cp $(BUILD)/pipdl/pip-download-*/*/umqtt/simple.py $@
+	TMPDIR=$(abspath $(BUILD))/pipdl $(PIP) download --no-deps --no-binary :all: \
+		--no-clean -d $(BUILD)/pipdl/dl micropython-umqtt-simple==$(UMQTT_VERSION) \
+		>$(BUILD)/pipdl/log 2>&1 || true
+	@src=$$(ls $(BUILD)/pipdl/pip-download-*/*/umqtt/simple.py 2>/dev/null); \
+	if [ ! -f "$$src" ]; then \
+		echo "cannot download micropython-umqtt.simple==$(UMQTT_VERSION) from PyPI:" >&2; \
+		grep -v "does not appear to be a Python project" $(BUILD)/pipdl/log | tail -n 5 >&2; \
+		exit 1; \
+	fi; \
+	cp "$$src" $@
 	touch $(dir $@)__init__.py
 	rm -rf $(BUILD)/pipdl
 
@@ -77,11 +87,13 @@ mpy: venv
 	$(PY) -m camhost image mpy --out $(BUILD)/mpy
 
 image: venv
-	$(PY) -m camhost image build --board $(BOARD) --openipc $(OPENIPC) $(if $(BACKUP),--backup $(BACKUP))
+	$(PY) -m camhost image build --board $(BOARD) --openipc $(OPENIPC) --out $(IMAGE) \
+		$(if $(BACKUP),--backup $(BACKUP))
 
 repack: venv
 	@[ -n "$(MICROPYTHON)" ] || { echo "make repack needs MICROPYTHON=path/to/the/camera's/micropython (an ARM binary)"; exit 2; }
-	$(PY) -m camhost image repack --board $(BOARD) --firmware $(FIRMWARE) --micropython $(MICROPYTHON) $(if $(BACKUP),--backup $(BACKUP))
+	$(PY) -m camhost image repack --board $(BOARD) --micropython $(MICROPYTHON) \
+		--out $(IMAGE) $(if $(FIRMWARE),--firmware $(FIRMWARE)) $(if $(BACKUP),--backup $(BACKUP))
 
 backup: venv
 	$(PY) -m camhost backup

@@ -1,5 +1,6 @@
 """The BR2_EXTERNAL tree: Kconfig (kconfiglib), style (tests/checkpackage.py), and that
 camagent.mk installs what `camhost image repack` installs."""
+import json
 import os
 import re
 import shutil
@@ -91,15 +92,23 @@ def test_camagent_selects_micropython_not_micropython_lib(kconf):
     assert "BR2_PACKAGE_MICROPYTHON_LIB" not in kconf.syms
 
 
+# The wifi driver package (OpenIPC's) each board's module needs.
+WIFI = {"imou-ranger-rc-4mp": "BR2_PACKAGE_SSV615X_OPENIPC",
+        "imou-ranger-rc-3mp": "BR2_PACKAGE_SSV635X_OPENIPC"}
+
+
+def choice(board):
+    return "BR2_PACKAGE_CAMAGENT_BOARD_" + board.upper().replace("-", "_")
+
+
 @pytest.mark.parametrize("board", sorted(boards.BOARDS))
 def test_board_choice_selects_the_wifi_driver(kconf, board):
-    b = boards.BOARDS[board]
+    assert set(WIFI) == set(boards.BOARDS)
     kconf.syms["BR2_PACKAGE_CAMAGENT"].set_value(2)
-    kconf.syms[b.kconfig_choice].set_value(2)
+    kconf.syms[choice(board)].set_value(2)
     assert kconf.syms["BR2_PACKAGE_CAMAGENT_BOARD"].str_value == board
-    for other in boards.BOARDS.values():
-        expected = 2 if other is b else 0
-        assert kconf.syms[other.wifi_package].tri_value == expected
+    for other, package in WIFI.items():
+        assert kconf.syms[package].tri_value == (2 if other == board else 0)
 
 
 @pytest.mark.parametrize("symbol, value", [("BR2_STATIC_LIBS", 2),
@@ -119,7 +128,7 @@ def test_fragments_pick_their_board_and_the_mac80211_kernel_fragment(kconf, boar
     kconf.load_config(path)
     assert kconf.warnings == []
     assert kconf.syms["BR2_PACKAGE_CAMAGENT_BOARD"].str_value == board
-    assert kconf.syms[b.wifi_package].tri_value == 2
+    assert kconf.syms[WIFI[board]].tri_value == 2
     frags = kconf.syms["BR2_LINUX_KERNEL_CONFIG_FRAGMENT_FILES"].str_value.split()
     assert frags == ["$(BR2_EXTERNAL_CAMAGENT_PATH)/board/imou-ranger-rc/linux.fragment"]
     linux = open(frags[0].replace("$(BR2_EXTERNAL_CAMAGENT_PATH)", EXTERNAL)).read()
@@ -264,10 +273,19 @@ def test_mk_board_edit_matches_repack(tmp_path):
 
 def test_default_config_loads_in_the_agent():
     from camagent import config
-    cfg = config.load(os.path.join(ROOT, "overlay", "etc", "camagent.json"))
+    path = os.path.join(ROOT, "overlay", "etc", "camagent.json")
+    # Only what a user must set, plus the one setting the image needs to differ from the
+    # agent's default: an edited copy hides this file, and any default in it would stay
+    # frozen there while the agent's defaults move on.
+    with open(path) as f:
+        shipped = json.load(f)
+    assert set(shipped) == {"board", "sd_reset_on_start", "mqtt"}
+    assert set(shipped["mqtt"]) == {"host", "username", "password"}
+    cfg = config.load(path)
     assert cfg["board"] == "imou-ranger-rc-4mp"
     assert cfg["gpio_root"] == "/sys/class/gpio"
     assert cfg["state_dir"] == "/overlay/camagent"
+    assert cfg["wifi_power"] is True
     assert cfg["mqtt"]["host"]
     # S34boardpower has reset the SD reader at boot; the agent must not do it again
     # with the card mounted.

@@ -9,6 +9,7 @@ the steps after the build (budget, image, manifest) run for real.
 import json
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -241,14 +242,55 @@ def test_build_refuses_a_bad_boot_source_before_building(tree, tmp_path, capsys)
     assert not (tmp_path / "br").exists()
 
 
+def test_build_refuses_to_write_over_its_backup(tree, tmp_path, capsys):
+    backup = tmp_path / "backup.bin"
+    backup.write_bytes(b"U-Boot 2015.01".ljust(layout.FLASH_SIZE, b"\xff"))
+    code = cli.main(["image", "build", "--board", BOARD.name, "--openipc", str(tree),
+                     "--output", str(tmp_path / "br"), "--backup", str(backup),
+                     "--out", str(backup)])
+    assert code == 1 and "is also an input" in capsys.readouterr().err
+    assert backup.read_bytes() == b"U-Boot 2015.01".ljust(layout.FLASH_SIZE, b"\xff")
+    assert not (tmp_path / "br").exists()
+
+
 def test_merge_rejects_garbage():
     with pytest.raises(CamhostError, match="not a defconfig line"):
         openipc.merge([("x", "BR2_A=y\nthis is not kconfig\n", False)])
 
 
-def test_make_image_runs_this_command():
-    root = os.path.dirname(EXTERNAL)
-    out = subprocess.run(["make", "-n", "-C", root, "image", "OPENIPC=/src/openipc"],
+def make_n(*argv):
+    out = subprocess.run(["make", "-n", "-C", os.path.dirname(EXTERNAL)] + list(argv),
                          stdout=subprocess.PIPE, check=True).stdout.decode()
-    assert ("-m camhost image build --board imou-ranger-rc-4mp --openipc /src/openipc"
-            in out)
+    return " ".join(out.replace("\\\n", " ").split())
+
+
+def test_make_image_runs_this_command():
+    assert ("-m camhost image build --board imou-ranger-rc-4mp --openipc /src/openipc "
+            "--out build/camagent-imou-ranger-rc-4mp.bin"
+            in make_n("image", "OPENIPC=/src/openipc"))
+
+
+def test_make_repack_and_flash_agree_on_the_board_and_the_image():
+    # no FIRMWARE=: camhost picks the board's release (ssc333 for the 3MP)
+    assert ("-m camhost image repack --board imou-ranger-rc-3mp --micropython /mp "
+            "--out x.bin" in make_n("repack", "BOARD=imou-ranger-rc-3mp", "MICROPYTHON=/mp",
+                                    "IMAGE=x.bin"))
+    assert "--firmware" not in make_n("repack", "BOARD=imou-ranger-rc-3mp", "MICROPYTHON=/mp")
+    assert "-m camhost flash x.bin" in make_n("flash", "IMAGE=x.bin")
+
+
+def test_make_says_when_umqtt_cannot_be_downloaded(tmp_path):
+    # real pip, pointed at an index that does not answer
+    env = dict(os.environ, PIP_CONFIG_FILE=os.devnull, PIP_FIND_LINKS="",
+               PIP_INDEX_URL="http://127.0.0.1:9/simple", PIP_RETRIES="0", PIP_TIMEOUT="2")
+    build = tmp_path / "build"
+    result = subprocess.run(["make", "-s", "-C", os.path.dirname(EXTERNAL),
+                             "-o", ".venv/.stamp", "BUILD=%s" % build,
+                             "PIP=%s -m pip" % sys.executable,
+                             "%s/vendor/umqtt/simple.py" % build],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    err = result.stderr.decode()
+    assert result.returncode != 0
+    assert "cannot download micropython-umqtt.simple==1.3.4 from PyPI:" in err
+    assert "No matching distribution found" in err
+    assert not (build / "vendor" / "umqtt" / "simple.py").exists()

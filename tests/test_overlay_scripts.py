@@ -238,13 +238,14 @@ except KeyboardInterrupt:
 
 
 def spy_path(tmp_path, flavour):
-    """PATH with a recording `logger` (and busybox's applets for the busybox flavour)."""
+    """PATH with a recording `logger` (and busybox's applets for the busybox flavour, each a
+    link named as the applet: busybox runs the applet its name says)."""
     bindir = tmp_path / ("bin-%s" % flavour)
     if not bindir.exists():
         bindir.mkdir()
         real_logger = shutil.which("logger")
         if flavour == "busybox":
-            for applet in ("start-stop-daemon", "sleep", "date", "cat"):
+            for applet in ("start-stop-daemon", "sleep", "date", "cat", "sh"):
                 os.symlink(BUSYBOX, bindir / applet)
             real_logger = "%s logger" % BUSYBOX
         spy = bindir / "logger"
@@ -292,6 +293,8 @@ class Service:
                   "MICROPYTHON": self.micropython, "CAMAGENT_ARGS": "-c %s" % config,
                   "RESTART_DELAY_MIN": 1, "RESTART_DELAY_MAX": 2, "STABLE_TIME": 60,
                   "STOP_TIMEOUT": 5}
+        if flavour == "busybox":
+            values["SUPERVISOR_SHELL"] = tmp_path / "bin-busybox" / "sh"   # from spy_path
         values.update(settings)
         defaults = tmp_path / "defaults"
         defaults.write_text("".join('%s="%s"\n' % kv for kv in values.items()))
@@ -407,6 +410,18 @@ def test_stop_kills_an_agent_that_ignores_sigint(service, flavour):
     assert not alive(agent)
     assert "still running 1 s after SIGINT; sending KILL" in s.log_lines()
     assert [e[0] for e in s.agent_events()] == ["start"]
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_supervisor_runs_in_the_flavours_shell(service, flavour):
+    s = service(flavour, ["run"])
+    assert s.run("start").returncode == 0
+    wait_for(lambda: s.agent_events(), 10, "the agent to start")
+    supervisor = int(s.supervisor_pidfile.read_text())
+    shell = BUSYBOX if flavour == "busybox" else "/bin/sh"
+    assert os.readlink("/proc/%d/exe" % supervisor) == os.path.realpath(shell)
+    assert s.run("stop").returncode == 0
+    assert not alive(supervisor)
 
 
 @pytest.mark.parametrize("flavour", FLAVOURS)

@@ -18,7 +18,7 @@ import tarfile
 
 import pytest
 
-from camhost import cli, layout, repack, slim
+from camhost import backups, cli, layout, repack, slim
 from camhost.errors import CamhostError
 from camhost.formats import parse_squashfs, parse_uimage
 
@@ -227,7 +227,7 @@ def test_rootfs_gets_the_agent_scripts_config_and_interpreter(release, repacked,
         assert shipped.read_bytes()[:2] == b"M\x06"         # .mpy version 6 (1.22)
     assert (x / "usr/bin/micropython").read_bytes() == release["micropython"].read_bytes()
     config = json.loads((x / "etc/camagent.json").read_text())
-    assert config["board"] == BOARD and config["state_dir"] == "/overlay/camagent"
+    assert config["board"] == BOARD and config["mqtt"]["host"] == "edit-me.invalid"
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     for rel, src in (("etc/init.d/S95camagent", "buildroot-package/package/camagent/S95camagent"),
                      ("etc/init.d/S34boardpower", "overlay/etc/init.d/S34boardpower")):
@@ -281,6 +281,7 @@ def test_manifest_describes_every_partition(repacked):
     m = repacked["manifest"]
     image = repacked["image"]
     assert m["board"] == BOARD and m["complete"] is True
+    assert backups.describe(image).problems == []       # what `camhost flash` checks
     assert m["image"]["sha256"] == hashlib.sha256(image).hexdigest()
     assert [p["name"] for p in m["partitions"]] == [p.name for p in layout.PARTITIONS]
     for p in m["partitions"]:
@@ -298,6 +299,15 @@ def test_budget_command_reads_the_repacked_image(repacked, capsys):
     assert camhost("image", "budget", repacked["out"]) == 0
     out = capsys.readouterr().out
     assert "rootfs" in out and "squashfs, xz, 65536-byte blocks" in out
+
+
+def test_budget_command_reads_a_stock_backup(release, capsys):
+    # U-Boot, then no uImage at 0x50000 and no squashfs at 0x250000
+    assert camhost("image", "budget", release["backup"]) == 0
+    out = capsys.readouterr().out
+    assert "contents: not the OpenIPC layout" in out and "boot:   U-Boot 2015.01" in out
+    assert re.search(r"note: +kernel at 0x050000 has no uImage magic", out)
+    assert re.search(r"kernel +0x050000 +2,097,152 +2,097,152 +0 +content up to", out)
 
 
 # --- the flash budget: a rootfs within 60 KB of the cap ------------------------------------
@@ -423,6 +433,14 @@ def test_md5_mismatch_refused(release, tmp_path, capsys):
                                                         **{"--firmware": tgz})
 
 
+def test_firmware_defaults_to_the_boards_release(release, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code = camhost("image", "repack", "--board", "imou-ranger-rc-3mp",
+                   "--micropython", release["micropython"], "--out", tmp_path / "o.bin")
+    assert code == 1
+    assert "--firmware openipc.ssc333-nor-lite.tgz not found" in capsys.readouterr().err
+
+
 def test_not_an_archive_refused(release, tmp_path, capsys):
     bad = tmp_path / "r.tgz"
     bad.write_bytes(noise(5000, 4))
@@ -456,17 +474,37 @@ def test_bootloader_must_be_u_boot_and_fit(release, tmp_path, capsys):
     junk.write_bytes(noise(100000, 8))
     assert "no U-Boot version string" in repack_error(release, tmp_path, capsys,
                                                       **{"--bootloader": junk})
+    # what `camhost flash` looks for is "U-Boot YYYY.MM", not any mention of U-Boot
+    spl = tmp_path / "spl.bin"
+    spl.write_bytes(b"\0U-Boot SPL loaded\0" + noise(100000, 8))
+    assert "no U-Boot version string" in repack_error(release, tmp_path, capsys,
+                                                      **{"--bootloader": spl})
     big = tmp_path / "big-u-boot.bin"
     big.write_bytes(b"U-Boot 2015.01" + noise(300000, 9))
     err = repack_error(release, tmp_path, capsys, **{"--bootloader": big})
     assert "{:,} over the 262,144-byte boot partition".format(300014 - 262144) in err
 
 
-def test_output_must_not_be_an_input(release, tmp_path, capsys):
+def test_backup_must_have_the_u_boot_version_flash_looks_for(release, tmp_path, capsys):
+    image = bytearray(release["backup"].read_bytes())
+    boot = layout.partition("boot")
+    image[:boot.size] = b"\0U-Boot SPL loaded\0".ljust(boot.size, b"\xff")
+    bad = tmp_path / "spl-backup.bin"
+    bad.write_bytes(bytes(image))
+    err = repack_error(release, tmp_path, capsys, **{"--backup": bad})
+    assert "--backup %s has no U-Boot version string (U-Boot YYYY.MM)" % bad in err
+
+
+@pytest.mark.parametrize("through", ["same path", "linked directory"])
+def test_output_must_not_be_an_input(release, tmp_path, capsys, through):
     copy = tmp_path / "fw.tgz"
     shutil.copyfile(release["tgz"], copy)
+    out = copy
+    if through == "linked directory":       # another path to the same file
+        os.symlink(tmp_path, tmp_path / "link")
+        out = tmp_path / "link" / "fw.tgz"
     code = camhost("image", "repack", "--board", BOARD, "--firmware", copy,
-                   "--micropython", release["micropython"], "--out", copy)
+                   "--micropython", release["micropython"], "--out", out)
     assert code == 1 and "is also an input" in capsys.readouterr().err
     assert copy.read_bytes() == release["tgz"].read_bytes()
 
@@ -481,6 +519,8 @@ def test_gzip_rootfs_keeps_its_level_and_window(tmp_path):
 
 def test_mpy_command_compiles_every_agent_module(tmp_path, capsys):
     out = tmp_path / "mpy"
+    out.mkdir()
+    (out / "unrelated.bin").write_bytes(noise(200000, 6))   # not measured with the agent
     assert camhost("image", "mpy", "--out", out) == 0
     text = capsys.readouterr().out
     sources = [n for n in os.listdir(repack.AGENT_DIR) if n.endswith(".py")]
@@ -489,7 +529,8 @@ def test_mpy_command_compiles_every_agent_module(tmp_path, capsys):
         assert mpy.read_bytes()[:2] == b"M\x06", name
         assert "camagent/%s" % (name[:-3] + ".mpy") in text
     assert (out / "umqtt" / "simple.mpy").exists()
-    assert "in a squashfs (xz):" in text
+    xz = int(re.search(r"in a squashfs \(xz\): ([\d,]+) bytes", text).group(1).replace(",", ""))
+    assert 10000 < xz < 60000
 
 
 def test_slim_profiles_name_only_known_items():

@@ -50,9 +50,8 @@ class Budget:
                 for u in self.uses.values() if u.used > u.partition.size]
 
     def as_dict(self):
+        """The changes and partitions, for the manifest."""
         return {
-            "title": self.title,
-            "rootfs_before": self.rootfs_before,
             "changes": [{"change": "added" if c.sign > 0 else "removed", "what": c.label,
                          "files": c.files, "bytes": c.raw, "squashed_bytes": c.squashed,
                          "note": c.note} for c in self.changes],

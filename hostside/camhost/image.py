@@ -8,9 +8,8 @@ import shutil
 import tempfile
 
 from . import budget, layout, openipc, repack, slim
+from .backups import contents_lines, describe
 from .boards import BOARDS, board as find_board
-from .errors import CamhostError
-from .formats import FormatError, parse_squashfs, parse_uimage
 
 
 def register(subparsers):
@@ -40,8 +39,9 @@ def register(subparsers):
                        description="Unpack an OpenIPC release, slim it, add the MicroPython "
                                    "interpreter and the agent, and compose the 8 MiB image.")
     _board(p)
-    p.add_argument("--firmware", required=True, metavar="TGZ",
-                   help="OpenIPC release, e.g. openipc.ssc337-nor-lite.tgz")
+    p.add_argument("--firmware", metavar="TGZ",
+                   help="OpenIPC release (default: the board's, openipc.SOC-nor-lite.tgz, "
+                        "in the current directory)")
     p.add_argument("--micropython", required=True, metavar="PATH",
                    help="MicroPython 1.22 unix-port executable built for the camera (ARM)")
     _image_options(p)
@@ -97,7 +97,8 @@ def _report(result):
 
 
 def cmd_repack(args):
-    result = repack.repack(args.board, args.firmware, args.micropython, _out(args),
+    firmware = args.firmware or find_board(args.board).release_name
+    result = repack.repack(args.board, firmware, args.micropython, _out(args),
                            bootloader=args.bootloader, backup=args.backup,
                            slim_profile=args.slim)
     return _report(result)
@@ -110,48 +111,35 @@ def cmd_build(args):
     if args.dry_run:
         print(openipc.describe(plan))
         return 0
-    # Refuse a bad boot source now rather than after an hour of building.
-    boot, env, boot_source, env_source = repack.boot_and_env(args.bootloader, args.backup)
+    # Refuse bad inputs now rather than after an hour of building.
+    out = _out(args)
+    repack.refuse_out_among_inputs(out, (args.bootloader, args.backup))
+    bootenv = repack.boot_and_env(args.bootloader, args.backup)
     images = openipc.run(plan)
-    with open(images["kernel"], "rb") as f:
-        kernel = f.read()
-    with open(images["rootfs"], "rb") as f:
-        rootfs = f.read()
-    uimage = parse_uimage(kernel, images["kernel"])
-    parse_squashfs(rootfs, images["rootfs"])
-    kernel = kernel[:uimage.total_size]
+    release = repack.read_images(images["kernel"], images["rootfs"])
 
     report = budget.Budget("%s, OpenIPC %s + camagent" % (b.name, b.openipc_board))
-    args_sq = repack.squashfs_args(rootfs)
+    args_sq = repack.squashfs_args(release.rootfs)
+    target = os.path.join(plan.output, "target")
+    installed = openipc.package_files(plan.output, ("camagent", "micropython"))
     with tempfile.TemporaryDirectory(prefix="camhost-build-") as tmp:
-        target = os.path.join(plan.output, "target")
-        installed = openipc.package_files(plan.output, ("camagent", "micropython"))
         for package, paths in sorted(installed.items()):
             present = [p for p in paths if os.path.lexists(os.path.join(target, p))]
-            files, raw = slim.walk_files(target, present)
-            stage = os.path.join(tmp, package)
-            slim.copy_out(target, present, stage)
-            os.makedirs(stage, exist_ok=True)
-            report.add("package %s" % package, files, raw,
-                       repack.squashed_size(stage, args_sq, os.path.join(tmp, "scratch")))
+            report.add("package %s" % package, *repack.measure(target, present, args_sq, tmp))
     for item in slim.profile(args.slim):
         report.remove("slim: %s (not built)" % item.name, 0, 0, None,
                       "config: %s; you lose %s" % ("; ".join(item.kconfig + item.linux_config),
                                                    item.loses))
-    report.use("kernel", len(kernel), images["kernel"])
-    report.use("rootfs", len(rootfs), images["rootfs"])
-    if boot is not None:
-        report.use("boot", len(boot), boot_source)
-    if env is not None:
-        report.use("env", len(env), env_source)
+    report.use("kernel", len(release.kernel), release.kernel_name)
+    report.use("rootfs", len(release.rootfs), release.rootfs_name)
     if report.overflows() and args.slim is None:
         report.suggest("--slim %s" % slim.DEFAULT_PROFILE, None,
                        "leaves out " + ", ".join(slim.PROFILES[slim.DEFAULT_PROFILE]))
-    report.check()
     manifest = {"board": b.name, "openipc": plan.tree.path, "output": plan.output,
                 "slim_profile": args.slim, "tls": args.tls,
                 "defconfig": plan.defconfig_path}
-    return _report(repack.write_image(_out(args), report, kernel, rootfs, boot, env, manifest))
+    return _report(repack.write_image(out, report, release.kernel, release.rootfs, bootenv,
+                                      manifest))
 
 
 def cmd_mpy(args):
@@ -160,7 +148,8 @@ def cmd_mpy(args):
             shutil.rmtree(os.path.join(args.out, sub), ignore_errors=True)
     compiled = repack.compile_mpy(args.out)
     with tempfile.TemporaryDirectory(prefix="camhost-mpy-") as tmp:
-        xz = repack.squashed_size(args.out, ["-comp", "xz"], tmp)
+        # only what was compiled: --out may hold other files
+        xz = repack.measure(args.out, [c.target for c in compiled], ["-comp", "xz"], tmp)[2]
     print("%-28s %8s %8s" % ("module", ".py", ".mpy"))
     for c in compiled:
         print("%-28s %8d %8d" % (c.target, c.py_bytes, c.mpy_bytes))
@@ -172,27 +161,22 @@ def cmd_mpy(args):
 
 
 def cmd_budget(args):
-    try:
-        with open(args.image, "rb") as f:
-            blob = f.read(layout.FLASH_SIZE + 1)
-    except OSError as e:
-        raise CamhostError("%s: %s" % (args.image, e.strerror)) from None
-    if len(blob) != layout.FLASH_SIZE:
-        raise CamhostError("%s is %d bytes; a full image is exactly %d bytes (8 MiB)"
-                           % (args.image, len(blob), layout.FLASH_SIZE))
+    blob = layout.read_image(args.image, "image")
+    # Whatever it holds (a stock firmware's backup too): what parses is described, the
+    # rest counted up to its last non-erased byte, and what did not parse is noted.
+    contents = describe(blob)
+    k, s = contents.kernel, contents.rootfs
+    parsed = {"kernel": k and (k.total_size, "uImage %r" % k.name),
+              "rootfs": s and (s.bytes_used, "squashfs, %s, %d-byte blocks"
+                               % (s.compression, s.block_size))}
     report = budget.Budget(args.image)
-    for name, parse in (("kernel", parse_uimage), ("rootfs", parse_squashfs)):
-        try:
-            found = parse(layout.slice_of(blob, name), name)
-        except FormatError as e:
-            raise CamhostError("%s: %s" % (args.image, e)) from None
-        used = found.total_size if name == "kernel" else found.bytes_used
-        report.use(name, used, "uImage %r" % found.name if name == "kernel"
-                   else "squashfs, %s, %d-byte blocks" % (found.compression, found.block_size))
-    for name in ("boot", "env", "rootfs_data"):
-        data = layout.slice_of(blob, name)
-        used = len(data.rstrip(b"\xff"))
+    for p in layout.PARTITIONS:
+        if parsed.get(p.name):
+            report.use(p.name, *parsed[p.name])
+            continue
+        used = len(layout.slice_of(blob, p.name).rstrip(b"\xff"))
         if used:
-            report.use(name, used, "content up to the last non-0xFF byte")
+            report.use(p.name, used, "content up to the last non-0xFF byte")
     print(report.table())
+    print("\n".join(contents_lines(contents)))
     return 0

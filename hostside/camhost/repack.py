@@ -21,7 +21,8 @@ import zlib
 from collections import namedtuple
 
 from . import budget, layout, slim
-from .boards import board as find_board, release_name
+from .backups import UBOOT_RE, describe
+from .boards import board as find_board
 from .errors import CamhostError
 from .formats import FormatError, parse_squashfs, parse_uimage, sha256_file
 
@@ -231,10 +232,10 @@ Release = namedtuple("Release", "kernel rootfs kernel_name rootfs_name")
 
 
 def read_release(path, b):
-    """The uImage and squashfs of an OpenIPC release .tgz for board `b`, md5-checked."""
+    """The Release in an OpenIPC release .tgz for board `b`, md5-checked and validated."""
     if not os.path.isfile(path):
         raise CamhostError("--firmware %s not found: download %s from OpenIPC's releases"
-                           % (path, release_name(b)))
+                           % (path, b.release_name))
     kname, rname = "uImage." + b.soc, "rootfs.squashfs." + b.soc
     try:
         with tarfile.open(path, "r:*") as tar:
@@ -250,17 +251,30 @@ def read_release(path, b):
                     blobs[name] = tar.extractfile(members[name]).read()
     except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
         raise CamhostError("--firmware %s is not a readable OpenIPC release archive "
-                           "(%s): download %s again" % (path, e, release_name(b))) from None
+                           "(%s): download %s again" % (path, e, b.release_name)) from None
     for name in (kname, rname):
         _check_md5(path, name, blobs[name], blobs.get(name + ".md5sum"))
-    return Release(blobs[kname], blobs[rname], kname, rname)
+    return _validated(blobs[kname], blobs[rname], kname, rname)
+
+
+def read_images(kernel_path, rootfs_path):
+    """The Release a build wrote: its uImage and squashfs files, validated."""
+    with open(kernel_path, "rb") as k, open(rootfs_path, "rb") as r:
+        return _validated(k.read(), r.read(), kernel_path, rootfs_path)
+
+
+def _validated(kernel, rootfs, kernel_name, rootfs_name):
+    uimage = parse_uimage(kernel, kernel_name)
+    parse_squashfs(rootfs, rootfs_name)
+    # the kernel partition gets the uImage alone, not what a file may have after it
+    return Release(kernel[:uimage.total_size], rootfs, kernel_name, rootfs_name)
 
 
 def _wrong_release(path, b, names):
     socs = sorted(n[len("uImage."):] for n in names if n.startswith("uImage."))
     if socs:
         return ("--firmware %s is for %s; board %s needs the %s release (%s)"
-                % (path, ", ".join(socs), b.name, b.soc, release_name(b)))
+                % (path, ", ".join(socs), b.name, b.soc, b.release_name))
     return ("--firmware %s has no %s and %s (it holds: %s): not an OpenIPC NOR release"
             % (path, "uImage." + b.soc, "rootfs.squashfs." + b.soc, ", ".join(names) or "nothing"))
 
@@ -431,6 +445,15 @@ def squashed_size(src, args, scratch):
     return full - len(squash(empty, os.path.join(scratch, "empty.sq"), args))
 
 
+def measure(root, paths, args, tmp, move=False):
+    """(files, bytes, squashed bytes) of `paths` under `root`, squashed alone with `args`
+    in a directory under `tmp`; move=True takes them out of `root` as well."""
+    files, raw = slim.walk_files(root, paths)
+    alone = tempfile.mkdtemp(dir=tmp)
+    (slim.move_out if move else slim.copy_out)(root, paths, alone)
+    return files, raw, squashed_size(alone, args, os.path.join(tmp, "scratch"))
+
+
 # --- the payload --------------------------------------------------------------------------
 
 def config_for(board_name):
@@ -505,8 +528,13 @@ def _merge_into(src, root):
 
 # --- boot, env and the image --------------------------------------------------------------
 
+BootEnv = namedtuple("BootEnv", "boot env boot_source env_source")
+
+
 def boot_and_env(bootloader=None, backup=None):
-    """(boot bytes or None, env bytes or None, boot source, env source)."""
+    """BootEnv: the boot and env partitions' bytes (None: erased) and their sources.
+
+    U-Boot is recognised as `camhost flash` recognises it (backups.UBOOT_RE)."""
     if bootloader:
         blob = _read_input(bootloader, "--bootloader")
         boot = layout.partition("boot")
@@ -515,10 +543,10 @@ def boot_and_env(bootloader=None, backup=None):
                                "partition" % (bootloader, budget.fmt(len(blob)),
                                               budget.fmt(len(blob) - boot.size),
                                               budget.fmt(boot.size)))
-        if b"U-Boot" not in blob:
-            raise CamhostError("--bootloader %s has no U-Boot version string: not a U-Boot "
-                               "binary" % bootloader)
-        return blob, None, "U-Boot from " + bootloader, None
+        if not UBOOT_RE.search(blob):
+            raise CamhostError("--bootloader %s has no U-Boot version string (U-Boot "
+                               "YYYY.MM): not a U-Boot binary" % bootloader)
+        return BootEnv(blob, None, "U-Boot from " + bootloader, None)
     if backup:
         blob = _read_input(backup, "--backup")
         if len(blob) != layout.FLASH_SIZE:
@@ -526,12 +554,22 @@ def boot_and_env(bootloader=None, backup=None):
                                "exactly %s bytes (8 MiB)" % (backup, budget.fmt(len(blob)),
                                                              budget.fmt(layout.FLASH_SIZE)))
         boot = layout.slice_of(blob, "boot")
-        if b"U-Boot" not in boot:
-            raise CamhostError("--backup %s has no U-Boot in its boot partition: not a "
-                               "backup of this camera (or a misread one)" % backup)
-        return (boot, layout.slice_of(blob, "env"), "U-Boot from backup " + backup,
-                "environment from backup " + backup)
-    return None, None, None, None
+        if not UBOOT_RE.search(boot):
+            raise CamhostError("--backup %s has no U-Boot version string (U-Boot YYYY.MM) "
+                               "in its boot partition: not a backup of this camera (or a "
+                               "misread one)" % backup)
+        return BootEnv(boot, layout.slice_of(blob, "env"), "U-Boot from backup " + backup,
+                       "environment from backup " + backup)
+    return BootEnv(None, None, None, None)
+
+
+def refuse_out_among_inputs(out, inputs):
+    """Refuse an --out that is one of the inputs (None: not given): it would be replaced."""
+    for path in filter(None, inputs):
+        if os.path.abspath(path) == os.path.abspath(out) or (
+                os.path.exists(path) and os.path.exists(out) and os.path.samefile(path, out)):
+            raise CamhostError("--out %s is also an input (%s); choose another output file"
+                               % (out, path))
 
 
 def _read_input(path, option):
@@ -555,7 +593,7 @@ def compose(parts):
 
 
 def write_outputs(out, image, manifest):
-    """Write the image and its manifest; both appear whole or not at all."""
+    """Write the image, then its manifest; each appears whole or not at all."""
     manifest_path = manifest_path_for(out)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     for path, data in ((out, image), (manifest_path,
@@ -575,13 +613,6 @@ def sha256(blob):
     return hashlib.sha256(blob).hexdigest()
 
 
-def partition_manifest(image, report):
-    parts = report.as_dict()["partitions"]
-    for p in parts:
-        p["sha256"] = sha256(layout.slice_of(image, p["name"]))
-    return parts
-
-
 # --- repack -------------------------------------------------------------------------------
 
 Result = namedtuple("Result", "image manifest budget complete")
@@ -591,21 +622,16 @@ def repack(board_name, firmware, micropython, out, bootloader=None, backup=None,
            slim_profile=slim.DEFAULT_PROFILE, workdir=None):
     """Add camagent to an OpenIPC release; write the 8 MB image and its manifest."""
     b = find_board(board_name)
-    for path in (firmware, micropython, bootloader, backup):
-        if path and os.path.abspath(path) == os.path.abspath(out):
-            raise CamhostError("--out %s is also an input; choose another output file" % out)
+    refuse_out_among_inputs(out, (firmware, micropython, bootloader, backup))
     items = slim.profile(slim_profile)
     elf = read_micropython(micropython)
     release = read_release(firmware, b)
-    kernel = parse_uimage(release.kernel, release.kernel_name)
-    parse_squashfs(release.rootfs, release.rootfs_name)
-    kernel_blob = release.kernel[:kernel.total_size]
     args = squashfs_args(release.rootfs)
-    boot, env, boot_source, env_source = boot_and_env(bootloader, backup)
+    bootenv = boot_and_env(bootloader, backup)
 
     report = budget.Budget("%s, %s + camagent" % (b.name, os.path.basename(firmware)))
     report.rootfs_before = len(release.rootfs)
-    report.use("kernel", len(kernel_blob), release.kernel_name)
+    report.use("kernel", len(release.kernel), release.kernel_name)
     report.check()      # an oversize kernel fails before the slow rootfs work
     with tempfile.TemporaryDirectory(prefix="camhost-repack-", dir=workdir) as tmp:
         original = os.path.join(tmp, "original.sq")
@@ -616,23 +642,19 @@ def repack(board_name, firmware, micropython, out, bootloader=None, backup=None,
         unsquash(original, root, entries)
         check_runs_on(elf, root, micropython)
         _check_commands(root)
-        scratch = os.path.join(tmp, "scratch")
 
         applied = set()
         for item in items:
             paths = slim.matches(root, item)
             if not paths:
                 continue
-            files, raw = slim.walk_files(root, paths)
-            removed = os.path.join(tmp, "removed", item.name)
-            slim.move_out(root, paths, removed)
-            report.remove("slim: " + item.name, files, raw,
-                          squashed_size(removed, args, scratch),
+            report.remove("slim: " + item.name, *measure(root, paths, args, tmp, move=True),
                           "removes %s; you lose %s" % (", ".join("/" + p for p in paths),
                                                        item.loses))
             applied.add(item.name)
 
         added_dirs = []
+        scratch = os.path.join(tmp, "scratch")
         for group, label, files in stage_payload(b.name, micropython, os.path.join(tmp, "stage")):
             raw = sum(os.path.getsize(os.path.join(group, rel)) for rel, _ in files)
             report.add(label, len(files), raw, squashed_size(group, args, scratch))
@@ -643,16 +665,11 @@ def repack(board_name, firmware, micropython, out, bootloader=None, backup=None,
         root_entry = next((e for e in entries if e.path == ""), None)
         rootfs = squash(root, os.path.join(tmp, "new.sq"), args,
                         pseudo_lines(entries, root), root_entry)
-        _check_same_format(release.rootfs, rootfs)
+        new = _check_same_format(release.rootfs, rootfs)
 
         report.use("rootfs", len(rootfs), "squashfs with camagent")
-        if boot is not None:
-            report.use("boot", len(boot), boot_source)
-        if env is not None:
-            report.use("env", len(env), env_source)
         if report.overflows():
             _suggest(report, root, applied, args, tmp)
-        report.check()
 
     manifest = {
         "board": b.name,
@@ -660,42 +677,43 @@ def repack(board_name, firmware, micropython, out, bootloader=None, backup=None,
         "micropython": {"path": os.path.abspath(micropython), "version": elf.version,
                         "sha256": sha256_file(micropython)},
         "slim_profile": slim_profile,
-        "rootfs_format": {"compression": parse_squashfs(rootfs).compression,
-                          "block_size": parse_squashfs(rootfs).block_size,
+        "rootfs_format": {"compression": new.compression, "block_size": new.block_size,
                           "mksquashfs_args": args},
     }
-    return write_image(out, report, kernel_blob, rootfs, boot, env, manifest)
+    return write_image(out, report, release.kernel, rootfs, bootenv, manifest)
 
 
-def write_image(out, report, kernel, rootfs, boot, env, manifest):
-    """Compose the 8 MiB image, write it and its manifest; returns a Result."""
+def write_image(out, report, kernel, rootfs, bootenv, manifest):
+    """Refuse an image that does not fit, else compose the 8 MiB image and write it and
+    its manifest; returns a Result."""
     parts = {"kernel": kernel, "rootfs": rootfs}
-    if boot is not None:
-        parts["boot"] = boot
-    if env is not None:
-        parts["env"] = env
+    for name, blob, source in (("boot", bootenv.boot, bootenv.boot_source),
+                               ("env", bootenv.env, bootenv.env_source)):
+        if blob is not None:
+            parts[name] = blob
+            report.use(name, len(blob), source)
+    report.check()
     image = compose(parts)
-    manifest = dict(manifest)
-    manifest.update({
-        "image": {"path": os.path.abspath(out), "size": len(image), "sha256": sha256(image)},
-        "complete": boot is not None,
-        "partitions": partition_manifest(image, report),
-        "changes": report.as_dict()["changes"],
-    })
-    return Result(out, write_outputs(out, image, manifest), report, boot is not None)
+    summary = report.as_dict()
+    for p in summary["partitions"]:
+        p["sha256"] = sha256(layout.slice_of(image, p["name"]))
+    # complete: `camhost flash` accepts it (it refuses an image with any of these problems)
+    complete = not describe(image).problems
+    manifest = dict(manifest, image={"path": os.path.abspath(out), "size": len(image),
+                                     "sha256": sha256(image)},
+                    complete=complete, partitions=summary["partitions"],
+                    changes=summary["changes"])
+    return Result(out, write_outputs(out, image, manifest), report, complete)
 
 
 def _suggest(report, root, applied, args, tmp):
     """Tell an over-budget repack what it could drop, measured on this firmware."""
-    scratch = os.path.join(tmp, "scratch")
     for item in slim.ITEMS:
         paths = slim.matches(root, item) if item.name not in applied else []
         if paths:
-            measure = os.path.join(tmp, "candidates", item.name)
-            slim.copy_out(root, paths, measure)
             profiles = [p for p, names in sorted(slim.PROFILES.items()) if item.name in names]
             report.suggest("dropping %s (in --slim %s)" % (item.name, ", ".join(profiles)),
-                           squashed_size(measure, args, scratch), "you lose " + item.loses)
+                           measure(root, paths, args, tmp)[2], "you lose " + item.loses)
     interp = next((c for c in report.changes if c.label.startswith("interpreter")), None)
     if interp and interp.squashed > LEAN_MICROPYTHON + 16 * 1024:
         report.suggest("a lean MicroPython 1.22 build (buildroot-package/patches/lean, "
@@ -713,9 +731,11 @@ def _check_commands(root):
 
 
 def _check_same_format(old, new):
+    """The new rootfs's superblock, which must have the input's format."""
     a, b = parse_squashfs(old, "input rootfs"), parse_squashfs(new, "new rootfs")
     if (a.compression, a.block_size) != (b.compression, b.block_size):
         raise CamhostError("internal error: the new rootfs uses %s/%d, the input %s/%d"
                            % (b.compression, b.block_size, a.compression, a.block_size))
+    return b
 
 
