@@ -62,6 +62,11 @@ def test_overrides_reach_the_profile(tmp_path):
     ('{"overrides": {"tilt": {"park": 99999}}}', "overrides.tilt", "park between"),
     ('{"overrides": {"pins": {"pan": [1, 2, 3]}}}', "overrides.pins.pan", "list of 4"),
     ('{"overrides": {"motor": 1}}', "overrides.motor", "unknown key"),
+    # waits the agent times: MicroPython's ticks_add() refuses ~537 s or more on the camera
+    ('{"light_poll_s": 600}', "light_poll_s", "from 1 to 500 (seconds; the camera's "
+     "microsecond timers reach at most ~537 s ahead)"),
+    ('{"night": {"min_dwell_s": 501}}', "night.min_dwell_s", "from 0 to 500 (seconds;"),
+    ('{"persist_min_interval_s": 86400}', "persist_min_interval_s", "from 0 to 500 (seconds;"),
 ])
 def test_bad_config_names_file_and_key(text, key, words):
     with pytest.raises(config.ConfigError) as e:
@@ -71,6 +76,30 @@ def test_bad_config_names_file_and_key(text, key, words):
     if key:
         assert msg.startswith("/etc/camagent.json: %s: " % key)
     assert words in msg and "\n" not in msg
+
+
+def test_timer_settings_up_to_500_s_are_taken_and_run(tmp_path):
+    """The longest waits the config allows work on the ticks clock (CPython's compat
+    refuses ticks_add() deltas exactly as a 32-bit MicroPython does)."""
+    from agent_rig import Rig
+    light = tmp_path / "light"
+    light.write_text("50")
+    rig = Rig(tmp_path, sd_reset_on_start=False, light_file=str(light), light_poll_s=500,
+              persist_min_interval_s=500,
+              night={"initial_mode": "AUTO", "dark_below": 20, "light_above": 40,
+                     "min_dwell_s": 500})
+    try:
+        ir = rig.cam.ir
+        for level, cut in (("5", "NIGHT"), ("90", "DAY"), ("3", "NIGHT")):
+            light.write_text(level)      # read within 500 s, acted on within 500 s more
+            rig.loop.run_until(lambda: ir.cut == cut, limit_us=1001 * 1000000)
+        rig.cam.pan.move_to(rig.cam.pan.steps + 10)
+        rig.loop.run_until(lambda: not rig.cam.moving)
+        rig.cam.pan.move_to(rig.cam.pan.steps + 10)
+        rig.loop.run_until(lambda: not rig.cam.moving)
+        rig.loop.run_until(lambda: rig.cam.positions.due is None, limit_us=501 * 1000000)
+    finally:
+        rig.close()
 
 
 @pytest.mark.parametrize("content", [None, "{", '{"board": 7}'])

@@ -78,6 +78,46 @@ def test_value_write_failure_names_pin_and_file(fs):
     assert "EIO" in str(e.value)
 
 
+class _FailsAfter:
+    """A value file whose writes fail (EIO), or whose next write lands and is then
+    interrupted (Ctrl-C: MicroPython raises it as the try block around the write ends)."""
+
+    def __init__(self, f, error):
+        self._f = f
+        self.error = error
+
+    def seek(self, pos):
+        return self._f.seek(pos)
+
+    def write(self, data):
+        if self.error is OSError:
+            raise OSError(5, "Input/output error")
+        n = self._f.write(data)
+        if self.error is KeyboardInterrupt:
+            self.error = None
+            raise KeyboardInterrupt
+        return n
+
+    def close(self):
+        self._f.close()
+
+
+@pytest.mark.parametrize("error", [OSError, KeyboardInterrupt])
+def test_a_line_that_may_be_high_is_never_counted_low(fs, error):
+    line = Gpio(fs.root, opener=WriteRecorder()).output(79)
+    line._f = _FailsAfter(line._f, error)
+    with pytest.raises((GpioError, KeyboardInterrupt)):
+        line.set(1)
+    assert line.value == 1            # possibly high: whatever releases it writes it
+    line._f.error = error
+    with pytest.raises((GpioError, KeyboardInterrupt)):
+        line.set(0)
+    assert line.value == 1            # not known to be low yet
+    line._f.error = None
+    line.set(0)
+    assert line.value == 0 and fs.value(79) == 0
+
+
 def test_same_pin_twice_is_refused(fs):
     gpio = Gpio(fs.root)
     gpio.output(44)
@@ -151,7 +191,7 @@ def test_close_leaves_everything_safe(tmp_path):
     cam.pan.move_to(cam.pan.max_steps)
     cam.ir.set_cut("NIGHT")
     r.loop.run_for(30000)
-    assert cam.pan.energised
+    assert any(r.fs.value(p) for p in r.pins("pan"))     # coils energised mid-move
     cam.close()
     r.fs.sync()
     for pin in r.pins("pan") + r.pins("ircut_open") + r.pins("ircut_close"):
@@ -160,3 +200,64 @@ def test_close_leaves_everything_safe(tmp_path):
     assert coil_writes[-1] == 0
     assert os.path.exists(os.path.join(cam.state_dir, "position.json"))
     r.fs.close()
+
+
+def test_close_ends_an_sd_reset_pulse(tmp_path):
+    r = Rig(tmp_path, sd_reset_on_start=False)
+    try:
+        r.loop.run_for(500000)
+        start = len(r.rec.writes)
+        r.cam.power.sd_reset()
+        r.loop.run_for(10000)                  # stopped 10 ms into the 100 ms pulse
+        r.cam.close()
+        assert [v for _, v, _ in r.writes_to([45], start)] == [1, 0]
+        assert not r.cam.power.sd_resetting and not r.cam.busy
+    finally:
+        r.fs.close()
+
+
+def test_close_twice_is_harmless(tmp_path):
+    r = Rig(tmp_path, sd_reset_on_start=False)
+    r.cam.close()
+    writes = len(r.rec.writes)
+    r.cam.close()
+    assert len(r.rec.writes) == writes
+    r.fs.close()
+
+
+def test_ircut_coil_raised_as_ctrl_c_arrives_is_low_after_close(tmp_path):
+    r = Rig(tmp_path, sd_reset_on_start=False, night={"initial_mode": "DAY"})
+    try:
+        r.loop.run_until_idle()
+        coil = r.cam.ir._coil["NIGHT"]
+        coil._f = _FailsAfter(coil._f, KeyboardInterrupt)
+        with pytest.raises(KeyboardInterrupt):
+            r.cam.ir.set_cut("NIGHT")
+        assert r.fs.value(coil.pin) == 1       # the pulse started, then Ctrl-C
+        r.cam.close()
+        assert [v for p, v in r.rec.writes if p == coil.pin][-1] == 0
+    finally:
+        r.fs.close()
+
+
+def test_problems_are_reported_in_the_state(tmp_path):
+    light = tmp_path / "light"
+    r = Rig(tmp_path, sd_reset_on_start=False, light_file=str(light))
+    try:
+        r.loop.run_for(1000000)
+        problems = r.cam.hardware_state()["problems"]
+        assert len(problems) == 1 and "light file %s" % light in problems[0]
+        light.write_text("50\n")
+        # a full or read-only flash: the position file cannot be replaced
+        blocker = tmp_path / "state" / "position.json.tmp"
+        blocker.mkdir()
+        r.cam.pan.move_to(r.cam.pan.steps + 10)
+        r.loop.run_for(20000000)
+        problems = r.cam.hardware_state()["problems"]
+        assert len(problems) == 1 and "position.json" in problems[0], problems
+        blocker.rmdir()
+        r.cam.pan.move_to(r.cam.pan.steps + 10)
+        r.loop.run_for(60000000)
+        assert r.cam.hardware_state()["problems"] == []
+    finally:
+        r.close()

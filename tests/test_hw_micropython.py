@@ -57,8 +57,11 @@ def test_half_steps_change_one_line_and_release(vm):
     vm.run("start = cam.pan.steps\ncam.pan.move_to(start + 24)\nclock.run_loop(loop, 5000000)")
     assert vm.eval("cam.pan.steps - start") == 24 and vm.eval("cam.pan.moving") is False
     pins = [14, 15, 16, 17]
-    seq = [p for p in patterns(vm.gpio.writes, pins) if p in PHASES]
-    seq = seq[bin(seq[0]).count("1") - 1:]
+    writes = [w for w in vm.gpio.writes if w[0] in pins]
+    moved, release = writes[:-4], writes[-4:]
+    assert sorted(release) == [(p, 0) for p in pins]      # every coil line written low
+    seq = patterns(moved, pins)
+    seq = seq[bin(seq[0]).count("1") - 1:]                # from the energised phase on
     assert len(seq) == 25
     for a, b in zip(seq, seq[1:]):
         assert bin(a ^ b).count("1") == 1 and PHASES.index(b) == (PHASES.index(a) + 1) % 8
@@ -80,7 +83,8 @@ def test_axes_interleave_and_clamp(vm):
 def test_stop_and_homing(vm):
     vm.run("cam.pan.move_to(cam.pan.max_steps)\nclock.run_loop(loop, 100000)\n"
            "cam.pan.stop()\nwhere = cam.pan.steps\nclock.run_loop(loop, 1000000)")
-    assert vm.eval("cam.pan.steps == where and not cam.pan.energised")
+    assert vm.eval("cam.pan.steps == where and not cam.pan.moving")
+    assert [vm.gpio.levels[p] for p in (14, 15, 16, 17)] == [0, 0, 0, 0]
     vm.run("cam.tilt.home()\nclock.run_loop(loop, 20000000)")
     assert vm.eval("[cam.tilt.homed, cam.tilt.steps == cam.tilt.park]") == [True, True]
 
@@ -142,6 +146,27 @@ def test_gpio_failure_is_a_gpio_error_naming_the_pin(vm):
     with pytest.raises(GuestError) as e:
         vm.run("cam.pan.move_to(cam.pan.steps + 8)\nclock.run_loop(loop, 1000000)")
     assert e.value.type_name == "GpioError" and "GPIO 15" in e.value.message
+
+
+def test_failed_energise_releases_the_coils_and_the_axis_moves_again(vm):
+    vm.gpio.fail(15, "EIO")
+    vm.run("""
+cam.pan.phase = 1          # phase AB: energising drives GPIO 14, then 15 fails
+where = cam.pan.steps
+failure = None
+try:
+    cam.pan.move_to(where + 8)
+except Exception as e:
+    failure = type(e).__name__
+""")
+    assert vm.eval("failure") == "GpioError"
+    assert vm.gpio.history(14) == [1, 0]              # driven, then released again
+    assert vm.eval("[cam.pan.moving, cam.pan.due, cam.busy, cam.pan.steps == where]") == \
+        [False, None, False, True]
+    vm.gpio.heal(15)
+    vm.run("cam.pan.move_to(where + 8)\nclock.run_loop(loop, 1000000)")
+    assert vm.eval("cam.pan.steps - where") == 8
+    assert [vm.gpio.levels[p] for p in (14, 15, 16, 17)] == [0, 0, 0, 0]
 
 
 def test_bad_values_raise_value_errors(vm):

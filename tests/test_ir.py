@@ -170,3 +170,128 @@ def test_bad_values_are_refused(rig):
         rig.cam.ir.set_mode("EVENING")
     with pytest.raises(ValueError):
         rig.cam.ir.set_cut("OPEN")
+
+
+# --- timing across the ticks wrap (2**30 us, ~1074 s on the camera) ------------------------
+PERIOD = 1 << 30
+
+
+def wrap_rig(tmp_path, dwell_s, start_t=PERIOD - 30 * 1000000, **cfg):
+    """AUTO with `dwell_s`, its clock 30 s before the ticks wrap."""
+    r = Rig(tmp_path, start=False, sd_reset_on_start=False,
+            night={"initial_mode": "AUTO", "dark_below": 20, "light_above": 40,
+                   "min_dwell_s": dwell_s}, **cfg)
+    r.loop.t = start_t
+    r.cam.ir.set_light(80)
+    r.cam.start()
+    r.loop.run_for(500000)
+    return r
+
+
+def run_for_s(rig, seconds):
+    # the rig's clock moves with ticks_add, which (as on the camera) takes < ~537 s at once
+    for _ in range(seconds // 100):
+        rig.loop.run_for(100 * 1000000)
+    rig.loop.run_for(seconds % 100 * 1000000)
+
+
+@pytest.mark.parametrize("dwell_s,after_s", [(60, 600), (60, 1000), (300, 700), (500, 540),
+                                             (500, 1100), (60, 1080), (60, 2000)])
+def test_auto_switches_at_once_when_the_last_switch_is_long_past(tmp_path, dwell_s, after_s):
+    """After `after_s` in NIGHT (longer than the dwell, and than half the ticks period),
+    bright light switches to DAY at once. (It was held back for up to ~537 s, and a
+    computed wait of ~537 s or more made ticks_add raise OverflowError.) At 1080 s the
+    switch's age reads as 6 s: AUTO must have forgotten it when the dwell ended."""
+    r = wrap_rig(tmp_path, dwell_s)
+    try:
+        ir = r.cam.ir
+        assert ir.cut == "DAY"
+        run_for_s(r, dwell_s + 1)
+        ir.set_light(5)
+        r.loop.run_for(1000000)
+        assert ir.cut == "NIGHT" and ir.led
+        run_for_s(r, after_s)
+        start, asked = len(r.rec.writes), r.loop.elapsed
+        ir.set_light(95)
+        r.loop.run_for(1000000)
+        assert ir.cut == "DAY" and not ir.led
+        assert coil_states(r, start)[0] == (0, 1, asked)    # the DAY pulse began at once
+    finally:
+        r.close()
+
+
+def test_auto_dwell_is_kept_across_the_wrap(tmp_path):
+    r = wrap_rig(tmp_path, 60, start_t=PERIOD - 10 * 1000000)
+    try:
+        ir = r.cam.ir
+        run_for_s(r, 61)
+        ir.set_light(5)
+        switched = r.loop.elapsed
+        r.loop.run_until(lambda: ir.cut == "NIGHT")
+        r.loop.run_for(20000000)                 # the ticks wrap in here
+        ir.set_light(95)
+        r.loop.run_until(lambda: ir.cut == "DAY", limit_us=120 * 1000000)
+        assert r.loop.elapsed - switched == 60 * 1000000   # exactly the dwell after
+    finally:
+        r.close()
+
+
+def test_an_unchanged_light_level_publishes_nothing(tmp_path):
+    light = tmp_path / "light"
+    light.write_text("90\n")
+    r = make(tmp_path, light_file=str(light), light_poll_s=10,
+             night={"initial_mode": "AUTO", "dark_below": 20, "light_above": 40,
+                    "min_dwell_s": 60})
+    try:
+        r.loop.run_for(11000000)
+        assert r.cam.ir.light == 90 and r.cam.ir.cut == "DAY"
+        changes = []
+        r.cam.on_change = lambda: changes.append(r.loop.elapsed)   # the MQTT session's hook
+        r.loop.run_for(300000000)                # 30 polls of the same level
+        assert changes == []
+        light.write_text("91\n")
+        r.loop.run_for(10000000)
+        assert r.cam.ir.light == 91 and len(changes) == 1
+        r.cam.ir.set_light(91)                   # the same level over MQTT: no change
+        assert len(changes) == 1
+    finally:
+        r.close()
+
+
+def test_auto_still_follows_an_unchanged_level(tmp_path):
+    """AUTO owns the filter: a manual cut lasts until the next reading, even an equal one."""
+    r = make(tmp_path, night={"initial_mode": "DAY", "dark_below": 20, "light_above": 40,
+                              "min_dwell_s": 0})
+    try:
+        ir = r.cam.ir
+        ir.set_light(80)
+        ir.set_mode("AUTO")
+        r.loop.run_until_idle()
+        ir.set_cut("NIGHT")
+        r.loop.run_until_idle()
+        assert ir.cut == "NIGHT"
+        ir.set_light(80)
+        r.loop.run_until_idle()
+        assert ir.cut == "DAY"
+    finally:
+        r.close()
+
+
+def test_a_cut_asked_for_during_a_pulse_is_kept_by_auto_in_the_band(tmp_path):
+    """AUTO inside the hysteresis band keeps the cut last asked for, even while a pulse
+    still holds it back (it used to restore the cut being pulsed)."""
+    r = make(tmp_path, night={"initial_mode": "AUTO", "dark_below": 20, "light_above": 40,
+                              "min_dwell_s": 0})
+    try:
+        ir = r.cam.ir
+        ir.set_light(30)                         # inside the band
+        r.loop.run_until_idle()
+        assert ir.cut == "DAY"
+        ir.set_cut("NIGHT")                      # a pulse starts
+        r.loop.run_for(10000)
+        ir.set_cut("DAY")                        # asked for during the pulse: pending
+        ir.set_light(30)                         # a reading, still inside the band
+        r.loop.run_until_idle()
+        assert ir.cut == "DAY" and not ir.led
+    finally:
+        r.close()

@@ -5,6 +5,7 @@ test to test, as a real camera would); tests that restart or kill the agent
 start their own.
 """
 import json
+import os
 
 import pytest
 
@@ -280,6 +281,23 @@ def test_clean_stop_says_offline_and_presets_survive_a_restart(own_agent, mosqui
         assert "gate" in json.loads(p)["presets"]
     finally:
         w.close()
+
+
+def test_a_damaged_presets_file_is_named_in_the_state(tmp_path, mosquitto):
+    agent = Agent(tmp_path / "agent", mosquitto)
+    os.makedirs(agent.sim.state_dir, exist_ok=True)
+    damaged = os.path.join(agent.sim.state_dir, "presets.json")
+    with open(damaged, "w") as f:
+        f.write('{"door": [1,')
+    w = Watcher(mosquitto, [agent.base + "/state"])
+    try:
+        agent.start()
+        i, t, p = w.wait_for(lambda t, p: True, "the first state")
+        assert json.loads(p)["problems"] == [
+            "%s is not a presets file; starting with no presets" % damaged]
+    finally:
+        w.close()
+        agent.close()
 
 
 # Last in the file (pytest runs a module's tests in file order): what the tests above sent.

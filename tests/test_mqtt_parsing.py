@@ -167,10 +167,13 @@ REJECTIONS = [
 
 @pytest.mark.parametrize("suffix,payload,says", REJECTIONS)
 def test_rejections_say_what_is_accepted_and_change_nothing(rig, cmd, suffix, payload, says):
-    before = (rig.cam.changes, len(rig.rec.writes), dict(cmd.presets.items))
+    notified = []
+    rig.cam.on_change = lambda: notified.append(1)    # what the session publishes on
+    before = (rig.cam.hardware_state(), len(rig.rec.writes), dict(cmd.presets.items))
     assert says in rejected(cmd, suffix, payload)
     rig.loop.run_until_idle()
-    assert (rig.cam.changes, len(rig.rec.writes), dict(cmd.presets.items)) == before
+    assert (rig.cam.hardware_state(), len(rig.rec.writes), dict(cmd.presets.items)) == before
+    assert notified == []
     assert (cmd.accepted, cmd.rejected) == (0, 1)
 
 

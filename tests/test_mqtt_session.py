@@ -7,6 +7,8 @@ real loop in a thread: the wakeups an idle connection costs.
 import json
 import threading
 
+import pytest
+
 from agent_rig import Rig
 from broker_fixtures import (Watcher, free_port, mosquitto, stop_leftovers,  # noqa: F401
                              wait_until)
@@ -84,6 +86,37 @@ def test_state_is_coalesced_during_a_move_and_the_end_is_published(tmp_path, mos
         rig.close()
 
 
+@pytest.mark.parametrize("quiet_us", [300 * 1000000, 800 * 1000000, (1 << 30) + 100000],
+                         ids=["300s", "800s", "period+100ms"])
+def test_a_change_after_a_long_quiet_time_is_published_at_once(tmp_path, mosquitto, quiet_us):
+    """The last state went out `quiet_us` ago (state_interval 3600 s: only heartbeats in
+    between). A change is published at once, not held back by a publication so old
+    that ticks_diff() reads its age as negative (~274 s late at 800 s) or, a whole
+    ticks period later, as 100 ms: the heartbeats must have forgotten it."""
+    rig = Rig(tmp_path, start=False, sd_reset_on_start=False,
+              mqtt={"host": "127.0.0.1", "port": mosquitto.port, "state_interval": 3600})
+    rig.loop.t = (1 << 30) - 100 * 1000000       # the ticks wrap during the quiet time
+    rig.cam.start()
+    w = Watcher(mosquitto, ["camagent/testcam/state"])
+    session = Session(rig.cam, rig.cfg)
+    try:
+        rig.loop.run_until(lambda: session.connected)   # ...and the state published
+        published = rig.loop.elapsed
+        while rig.loop.elapsed - published < quiet_us:  # the clock moves < ~537 s at once
+            rig.loop.run_for(min(100 * 1000000, published + quiet_us - rig.loop.elapsed))
+        assert session.connected and session.pings >= quiet_us // 57000000
+        mark = w.mark()
+        rig.cam.leds["red"].set("ON")
+        asked = rig.loop.elapsed
+        rig.loop.run_until(lambda: session._publish_at is None, limit_us=600 * 1000000)
+        assert rig.loop.elapsed == asked          # published in the same instant
+        w.wait_for(lambda t, p: json.loads(p)["led_red"] == "ON", "the new state", start=mark)
+    finally:
+        session.close()
+        w.close()
+        rig.close()
+
+
 def test_idle_session_wakes_once_per_heartbeat(tmp_path, mosquitto):
     """The idle cost target of `make bench`: one wakeup per heartbeat, the periodic
     state included."""
@@ -94,7 +127,12 @@ def test_idle_session_wakes_once_per_heartbeat(tmp_path, mosquitto):
     assert heartbeat_s(5, 8) == (4, 1)        # ping every 4 s, answered within 1 s
     cam = Camera(cfg)
     session = Session(cam, cfg)
-    runner = threading.Thread(target=cam.loop.run, daemon=True)
+    stop = threading.Event()
+
+    def run():
+        while not stop.is_set():
+            cam.loop.run_once()
+    runner = threading.Thread(target=run, daemon=True)
     runner.start()
     w = Watcher(mosquitto, ["camagent/idlecam/#"])
     try:
@@ -108,7 +146,7 @@ def test_idle_session_wakes_once_per_heartbeat(tmp_path, mosquitto):
         w.wait_for(lambda t, p: t.endswith("/state"), "the periodic state", start=mark)
         assert session.connected and session.connects == 1
     finally:
-        cam.loop.stop()
+        stop.set()
         w.publish("camagent/idlecam/led_red/set", "OFF")   # wakes the loop so it can stop
         runner.join(10)
         w.close()

@@ -15,13 +15,12 @@ ON_OFF = ("OFF", "ON")
 class Camera:
     def __init__(self, cfg, gpio=None, loop=None):
         self.cfg = cfg
-        self.board_name = cfg["board"]
         self.board = boards.profile(cfg["board"], cfg["overrides"])
         self.gpio = gpio or Gpio(cfg["gpio_root"])
         self.loop = loop or Loop(cfg["timer_spin_us"])
         self.now = self.loop.clock
-        self.changes = 0   # bumped on every state change, each half-step included
         self.on_change = None  # called by changed() (not per half-step)
+        self.closed = False
         self.state_dir = cfg["state_dir"]
         pins = self.board["pins"]
         try:
@@ -65,14 +64,13 @@ class Camera:
 
     # --- notifications from the devices -------------------------------------------
     def changed(self):
-        self.changes += 1
         if self.on_change is not None:   # the MQTT session: publish the new state
             self.on_change()
 
-    def motion_started(self, axis):
+    def motion_started(self):
         self.positions.moving()
 
-    def motion_finished(self, axis):
+    def motion_finished(self):
         if not self.moving:
             self.positions.resting(self.now())
 
@@ -101,13 +99,27 @@ class Camera:
         doc["led_green"] = self.leds["green"].mode
         doc["led_red"] = self.leds["red"].mode
         doc["wifi_power"] = ON_OFF[self.power.wifi]
+        doc["problems"] = self.problems()
         return doc
 
+    def problems(self):
+        """Trouble the agent works around but the user should fix (a full flash, a bad
+        light file), as sentences; empty when all is well."""
+        found = []
+        for source in (self.positions, self.light_source):
+            if source is not None and source.error:
+                found.append(source.error)
+        return found
+
     def close(self):
-        """Leave the hardware safe: motors stopped with coils released, IR-cut coils low."""
+        """Leave the hardware safe: motors stopped with coils released, IR-cut coils low,
+        the SD reader out of reset. A second call does nothing."""
+        if self.closed:
+            return
+        self.closed = True
         errors = []
-        for step in (self.pan.stop, self.tilt.stop, self.ir.release, self.positions.flush,
-                     self.gpio.release_all):
+        for step in (self.pan.stop, self.tilt.stop, self.ir.release, self.power.release,
+                     self.positions.flush, self.gpio.release_all):
             try:
                 step()
             except Exception as e:  # keep going: every later step is also a safety step

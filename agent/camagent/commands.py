@@ -8,12 +8,14 @@ the session publishes it on <base>/error.
 import json
 
 from .gpio import GpioError
+from .ir import CUTS, MODES
+from .led import LED_MODES
 from .presets import clean_name
+from .stepper import finite
 
 MAX_PAYLOAD = 512
 PREVIEW = 64            # payload bytes quoted back in an error document
 _NUMBER_CHARS = "0123456789+-.eE"
-_INF = float("inf")
 DIRECTIONS = ("LEFT", "RIGHT", "UP", "DOWN")
 PTZ_KEYS = ("pan", "tilt", "speed")
 
@@ -164,13 +166,13 @@ class Commands:
         self.cam.ir.set_led(_word(payload, ("ON", "OFF"), "ir_led/set") == "ON")
 
     def _ir_cut(self, payload, arg):
-        self.cam.ir.set_cut(_word(payload, ("DAY", "NIGHT"), "ir_cut/set"))
+        self.cam.ir.set_cut(_word(payload, CUTS, "ir_cut/set"))
 
     def _night_mode(self, payload, arg):
-        self.cam.ir.set_mode(_word(payload, ("DAY", "NIGHT", "AUTO"), "night_mode/set"))
+        self.cam.ir.set_mode(_word(payload, MODES, "night_mode/set"))
 
     def _led(self, payload, name):
-        self.cam.leds[name].set(_word(payload, ("ON", "OFF", "BLINK"), "led_%s/set" % name))
+        self.cam.leds[name].set(_word(payload, LED_MODES, "led_%s/set" % name))
 
     def _sd_reset(self, payload, arg):
         self.cam.power.sd_reset()
@@ -202,16 +204,18 @@ def _number(payload, what):
             pass
     if value is None:
         raise CommandError("%s must be a decimal number such as 90 or -12.5" % what)
-    if value != value or value in (_INF, -_INF):
-        raise CommandError("%s must be a finite number" % what)
-    return value
+    return _finite(value, what)
 
 
 def _json_number(value, what):
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise CommandError("ptz/set: %s must be a number" % what)
-    if value != value or value in (_INF, -_INF):
-        raise CommandError("ptz/set: %s must be a finite number" % what)
+    return _finite(value, "ptz/set: " + what)
+
+
+def _finite(value, what):
+    if not finite(value):
+        raise CommandError("%s must be a finite number" % what)
     return value
 
 

@@ -1,14 +1,20 @@
 """The few MicroPython names the agent uses, made available on CPython too.
 
 On MicroPython this module only re-exports. On CPython it supplies wrapping
-ticks_* (same 2**30 period as a 32-bit MicroPython build, so wrap-around code
-paths run in development too), an ipoll() shim, and the u-prefixed module
-aliases that umqtt.simple 1.3.4 imports.
+ticks_* (same 2**30 period and the same ticks_add() limit as a 32-bit MicroPython
+build, so wrap-around and overflow code paths run in development too), an
+ipoll() shim, and the u-prefixed module aliases that umqtt.simple 1.3.4 imports.
+Both get MinGap, the one way the agent measures how long ago something happened.
 """
 import sys
 import time
 
 IS_MICROPYTHON = sys.implementation.name == "micropython"
+
+# The longest delta ticks_add() takes on a 32-bit build such as the camera's: it raises
+# OverflowError from half the 2**30 us tick period (~537 s) on. Ages beyond it cannot be
+# measured with ticks_diff() either.
+MAX_DELAY_US = (1 << 29) - 1
 
 if IS_MICROPYTHON:
     from time import ticks_us, ticks_ms, ticks_diff, ticks_add, sleep_us, sleep_ms
@@ -48,6 +54,9 @@ else:
         return ((a - b + _HALF) & _MASK) - _HALF
 
     def ticks_add(t, delta):
+        # as extmod/modtime.c: a delta ticks_diff() could not take back is refused
+        if not -_HALF < delta < _HALF:
+            raise OverflowError("ticks interval overflow")
         return (t + delta) & _MASK
 
     def sleep_us(us):
@@ -159,6 +168,41 @@ else:
         _ussl.__dict__.update((k, v) for k, v in ssl.__dict__.items() if k.isupper())
         _ussl.wrap_socket = _wrap_socket
         sys.modules.setdefault("ussl", _ussl)
+
+
+class MinGap:
+    """At least `gap_us` between two events, measured safely across the ticks wrap.
+
+    ticks_diff(now, last) is only right while `last` is less than half the tick
+    period old (~537 s on the camera): an older event looks like one in the future
+    (a negative age) or, after a whole period, like a recent one. So a negative age
+    counts as "the gap has passed", and the event is forgotten as soon as the gap is
+    seen to have passed. The owner must look (call wait()) within ~537 s of mark(),
+    typically from a deadline at the end of the gap.
+    """
+
+    def __init__(self, gap_us):
+        if not 0 <= gap_us <= MAX_DELAY_US:
+            raise ValueError("a gap of %d us is beyond the ticks range" % gap_us)
+        self.gap_us = gap_us
+        self.last = None   # ticks_us of the last event, None once the gap has passed
+
+    def mark(self, now):
+        """The event happens at `now`."""
+        self.last = now
+
+    def forget(self):
+        self.last = None
+
+    def wait(self, now):
+        """Microseconds from `now` until the gap has passed: 0 when the next event may happen."""
+        if self.last is None:
+            return 0
+        age = ticks_diff(now, self.last)
+        if age < 0 or age >= self.gap_us:
+            self.last = None
+            return 0
+        return self.gap_us - age
 
 
 def hostname():

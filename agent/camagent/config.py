@@ -46,15 +46,23 @@ DEFAULTS = {
     "mqtt": MQTT_DEFAULTS,
 }
 
-# (low, high) bounds of numeric keys, by dotted name
+# The longest wait the agent times itself: on the camera (32-bit MicroPython) ticks_us
+# wraps every ~1074 s and ticks_add() refuses ~537 s (compat.MAX_DELAY_US) or more
+TIMER_MAX_S = 500
+_TIMER_NOTE = "seconds; the camera's microsecond timers reach at most ~537 s ahead"
+
+# (low, high) bounds of numeric keys, by dotted name, and why a bound is where it is
 RANGES = {
-    "light_poll_s": (1, 86400), "night.dark_below": (0, 100), "night.light_above": (0, 100),
-    "night.min_dwell_s": (0, 86400), "led_blink_ms": (100, 10000),
-    "persist_min_interval_s": (0, 86400), "timer_spin_us": (0, 20000),
+    "light_poll_s": (1, TIMER_MAX_S), "night.dark_below": (0, 100),
+    "night.light_above": (0, 100), "night.min_dwell_s": (0, TIMER_MAX_S),
+    "led_blink_ms": (100, 10000), "persist_min_interval_s": (0, TIMER_MAX_S),
+    "timer_spin_us": (0, 20000),
     "mqtt.port": (1, 65535), "mqtt.keepalive": (5, 3600), "mqtt.state_interval": (5, 86400),
     "mqtt.move_increment_deg": (0.1, 90),
     "ircut_pulse_ms": (20, 1000), "sd_reset_ms": (1, 1000),
 }
+RANGE_NOTES = {"light_poll_s": _TIMER_NOTE, "night.min_dwell_s": _TIMER_NOTE,
+               "persist_min_interval_s": _TIMER_NOTE}
 CHOICES = {"night.initial_mode": ("DAY", "NIGHT", "AUTO")}
 NONEMPTY = ("gpio_root", "proc_root", "state_dir", "mqtt.prefix", "mqtt.discovery_prefix")
 
@@ -123,7 +131,9 @@ def _check_value(path, name, value):
     if name in RANGES:
         low, high = RANGES[name]
         if value != value or not low <= value <= high:
-            raise ConfigError(path, name, "must be from %s to %s" % (low, high))
+            note = RANGE_NOTES.get(name)
+            raise ConfigError(path, name, "must be from %s to %s%s"
+                              % (low, high, " (%s)" % note if note else ""))
     if name in CHOICES and value not in CHOICES[name]:
         raise ConfigError(path, name, "must be one of %s" % ", ".join(CHOICES[name]))
     if name in NONEMPTY and not value:

@@ -35,8 +35,6 @@ def _exists(path):
         return False
 
 
-
-
 class Line:
     """One output pin; set() is the only write path to its value file."""
 
@@ -47,6 +45,12 @@ class Line:
         self.value = value
 
     def set(self, v):
+        # `value` may call a low line high, never a high line low: a 1 is recorded
+        # before it is written, a 0 after. A failed write, or a KeyboardInterrupt
+        # that MicroPython raises as the try block ends, then leaves a line that may
+        # be high counted as high, so whatever releases it writes it low.
+        if v:
+            self.value = 1
         # no "except ... as e" here: binding the exception puts this frame on
         # MicroPython's heap, an allocation per half-step
         try:

@@ -5,7 +5,7 @@ It latches: pulse one coil, then release both. The two coils are never driven
 together: a coil is raised only after the other is confirmed low, and a request
 that arrives during a pulse waits for that pulse to end.
 """
-from .compat import ticks_add, ticks_diff
+from .compat import MinGap, ticks_add, ticks_diff
 
 MODES = ("DAY", "NIGHT", "AUTO")
 CUTS = ("DAY", "NIGHT")
@@ -21,7 +21,7 @@ class Ir:
         self._pulse_us = profile["ircut_pulse_ms"] * 1000
         self.dark_below = night["dark_below"]
         self.light_above = night["light_above"]
-        self._dwell_us = night["min_dwell_s"] * 1000000
+        self._dwell = MinGap(night["min_dwell_s"] * 1000000)   # between AUTO's switches
         self.led = False
         self.cut = None          # unknown until the first pulse
         self.mode = None
@@ -29,8 +29,7 @@ class Ir:
         self.due = None
         self._pulsing = None     # the coil being driven
         self._pending = None     # cut requested during a pulse
-        self._last_switch = None  # ticks_us of AUTO's last switch
-        self._recheck = None     # AUTO waiting out the dwell time
+        self._recheck = None     # AUTO looks again when the dwell time ends
 
     @property
     def pulsing(self):
@@ -64,7 +63,7 @@ class Ir:
         self.mode = mode
         self._recheck = None
         if mode == "AUTO":
-            self._last_switch = None  # entering AUTO applies the light level at once
+            self._dwell.forget()  # entering AUTO applies the light level at once
             self._auto(self._cam.now())
         else:
             self._apply(mode)
@@ -75,10 +74,13 @@ class Ir:
         if isinstance(level, bool) or not isinstance(level, (int, float)) or \
                 level != level or not 0 <= level <= 100:
             raise ValueError("light level must be a number from 0 to 100")
+        changed = level != self.light
         self.light = level
         if self.mode == "AUTO":
+            # even an unchanged level: AUTO keeps the filter where the level puts it
             self._auto(self._cam.now())
-        self._cam.changed()
+        if changed:   # a light file re-read every few seconds must not publish each time
+            self._cam.changed()
 
     def _apply(self, day_or_night):
         self.set_cut(day_or_night)
@@ -86,27 +88,26 @@ class Ir:
 
     def _auto(self, now):
         """Switch with hysteresis, at most once per dwell time."""
-        if self.light is None:
-            want = "DAY" if self.cut is None else self.cut
+        wait = self._dwell.wait(now)
+        # the cut last asked for, even if a pulse still holds it back
+        current = self.cut if self._pending is None else self._pending
+        if self.light is None or self.dark_below <= self.light <= self.light_above:
+            want = current or "DAY"   # no level yet, or inside the hysteresis band: keep
         elif self.light < self.dark_below:
             want = "NIGHT"
-        elif self.light > self.light_above:
-            want = "DAY"
         else:
-            want = self.cut or "DAY"   # inside the hysteresis band: keep
-        current = self.cut if self._pending is None else self._pending
+            want = "DAY"
         if want == current and self.led == (want == "NIGHT"):
-            self._recheck = None
             return
-        if self._last_switch is not None:
-            wait = self._dwell_us - ticks_diff(now, self._last_switch)
-            if wait > 0:
-                self._recheck = ticks_add(now, wait)
-                self._schedule()
-                return
-        self._recheck = None
-        self._last_switch = now
+        if wait > 0:
+            self._recheck = ticks_add(now, wait)
+            self._schedule()
+            return
+        self._dwell.mark(now)
         self._apply(want)
+        # look again when the dwell ends: that also forgets the switch before the ticks wrap
+        self._recheck = ticks_add(now, self._dwell.gap_us) if self._dwell.gap_us else None
+        self._schedule()
 
     def _schedule(self):
         if self._pulsing is not None:

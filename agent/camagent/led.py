@@ -15,7 +15,6 @@ class Led:
     def set_period(self, ms):
         if isinstance(ms, bool) or not isinstance(ms, int) or not 100 <= ms <= 10000:
             raise ValueError("blink period must be 100 to 10000 ms")
-        self.period_ms = ms
         self._half_us = ms * 500
 
     def set(self, mode):

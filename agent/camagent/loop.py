@@ -9,10 +9,9 @@ import select
 
 from .compat import ticks_us, ticks_diff, sleep_us, ipoll, poll_key
 
-# Waits shorter than this are slept precisely with sleep_us (a step interval is
-# ~1 ms); longer ones go to poll(), whose timeout has only ms resolution.
-_PRECISE_US = 2000
-# While steps keep the loop in short sleeps, still look at sockets this often.
+# While deadlines stay closer than this, the loop sleeps precisely with sleep_us and
+# looks at the sockets (a poll that does not wait) at least this often; longer waits
+# are spent in poll(), whose timeout has only ms resolution, watching the sockets.
 _SOCKET_CHECK_US = 20000
 
 
@@ -22,11 +21,11 @@ class Loop:
         self.devices = []
         self._poller = select.poll()
         self._watched = {}
-        self._last_socket_check = ticks_us()
+        self._last_socket_check = self.clock()
         # kernels without high-resolution timers round sleeps up to a 10 ms tick:
-        # there, waits shorter than `spin_below_us` spin on ticks_us instead
+        # there, waits shorter than `spin_below_us` spin on the clock instead
         self.spin_below_us = spin_below_us
-        self.running = False
+        self._handled = False  # a socket callback ran in the last _poll()
         self.wakeups = 0  # loop iterations, for the idle-cost benchmark
 
     def add(self, device):
@@ -47,12 +46,9 @@ class Loop:
             pass  # already closed: nothing left to watch
         self._watched.pop(poll_key(obj), None)
 
-    def stop(self):
-        self.running = False
-
     def run(self):
-        self.running = True
-        while self.running:
+        """Run until an exception ends it (KeyboardInterrupt: the agent is stopped)."""
+        while True:
             self.run_once()
 
     def run_once(self):
@@ -67,36 +63,55 @@ class Loop:
         while i < len(devices):
             dev = devices[i]
             i += 1
-            if dev.due is None:
+            wait = dev.due
+            if wait is None:
                 continue
-            if ticks_diff(dev.due, now) <= 0:
+            wait = ticks_diff(wait, now)   # `wait` holds the deadline, then the time to it
+            if wait <= 0:
                 dev.tick(now)
-                if dev.due is None:
+                wait = dev.due
+                if wait is None:
                     continue
-            wait = ticks_diff(dev.due, now)
+                wait = ticks_diff(wait, now)
             if nearest is None or wait < nearest:
                 nearest = wait
         self.wait(now, nearest)
 
     def wait(self, now, nearest):
         """Sleep until `nearest` us from `now` (None: no deadline) or a socket is readable."""
-        if nearest is not None and nearest < _PRECISE_US:
-            if self._watched and ticks_diff(now, self._last_socket_check) >= _SOCKET_CHECK_US:
-                self._poll(0)
-            elif nearest > 0:
-                if nearest < self.spin_below_us:
-                    while ticks_diff(ticks_us(), now) < nearest:
-                        pass
-                else:
-                    late = ticks_diff(ticks_us(), now)  # time spent ticking devices
-                    if nearest > late:
-                        sleep_us(nearest - late)
+        if nearest is None:
+            self._poll(-1)
             return
-        self._poll(-1 if nearest is None else nearest // 1000)
+        if nearest < _SOCKET_CHECK_US and self._watched:
+            # a negative age is a check so long ago that the ticks wrapped: due too
+            age = ticks_diff(now, self._last_socket_check)
+            if (age < 0 or age >= _SOCKET_CHECK_US) and self._poll(0):
+                return   # a callback ran: deadlines may have moved
+        late = ticks_diff(self.clock(), now)   # time spent ticking devices (and polling)
+        if nearest <= late:
+            return
+        if nearest - late >= _SOCKET_CHECK_US:
+            # poll's timeout is whole ms: rounded up it wakes once, under 1 ms late
+            # (rounded down it would wake early, and then once more for the rest)
+            self._poll((nearest - late + 999) // 1000)
+        elif nearest < self.spin_below_us:
+            while ticks_diff(self.clock(), now) < nearest:
+                pass
+        else:
+            sleep_us(nearest - late)
 
     def _poll(self, timeout_ms):
-        self._last_socket_check = ticks_us()
-        for obj, event in ipoll(self._poller, timeout_ms):
-            callback = self._watched.get(poll_key(obj))
-            if callback:
-                callback()
+        """Wait up to timeout_ms (-1: forever) for readable sockets and handle them;
+        True if a callback ran."""
+        # few locals: a frame over MicroPython's 11 words would be heap-allocated per call
+        self._handled = False
+        for ready in ipoll(self._poller, timeout_ms):
+            self._dispatch(ready[0])
+        self._last_socket_check = self.clock()   # what was readable has been read
+        return self._handled
+
+    def _dispatch(self, obj):
+        callback = self._watched.get(poll_key(obj))
+        if callback:
+            self._handled = True
+            callback()

@@ -41,6 +41,7 @@ def main(argv):
     except (GpioError, OSError) as e:
         return _fail("cannot set up the hardware: %s" % e, 1)
     session = None
+    code = 0
     try:
         camera.start()
         if cfg["mqtt"]["host"]:
@@ -50,9 +51,13 @@ def main(argv):
     except KeyboardInterrupt:
         pass
     except GpioError as e:
-        return _fail("hardware failure, motors stopped: %s" % e, 1)
+        code = _fail("hardware failure, motors stopped: %s" % e, 1)
     finally:
         if session is not None:
             session.close()
-        camera.close()
-    return 0
+        try:
+            camera.close()
+        except GpioError as e:
+            # a line could not be written low: say which, not a traceback
+            code = _fail("cannot release the hardware, check it: %s" % e, 1)
+    return code

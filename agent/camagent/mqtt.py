@@ -16,7 +16,7 @@ from umqtt.simple import MQTTClient, MQTTException
 
 from . import VERSION
 from .commands import CommandError, Commands, error_document
-from .compat import IS_MICROPYTHON, ipoll, ticks_add, ticks_diff, ticks_ms
+from .compat import IS_MICROPYTHON, MinGap, ipoll, ticks_add, ticks_diff, ticks_ms
 from .discovery import Discovery
 from .presets import Presets
 from .status import Status
@@ -107,7 +107,7 @@ class Session:
         self._pong = False         # the last packet read was the ping's answer
         self._delivered = False    # the last packet read was a message for us
         self._publish_at = None    # coalesced state publication
-        self._last_publish = None
+        self._publish_gap = MinGap(PUBLISH_GAP_US)
         self._presets_seen = self.presets.changes
         self._retry_at = camera.now()   # first connection attempt on the first loop pass
         self.due = self._retry_at
@@ -150,12 +150,7 @@ class Session:
         if self._publish_at is not None or not self.connected:
             return
         now = self.cam.now()
-        at = now
-        if self._last_publish is not None:
-            earliest = ticks_add(self._last_publish, PUBLISH_GAP_US)
-            if ticks_diff(earliest, now) > 0:
-                at = earliest
-        self._publish_at = at
+        self._publish_at = ticks_add(now, self._publish_gap.wait(now))
         self._schedule()
 
     # --- connection -----------------------------------------------------------------
@@ -250,6 +245,7 @@ class Session:
     # --- keepalive ------------------------------------------------------------------
     def _heartbeat(self, now):
         self._beat_at = ticks_add(now, self._beat_us)
+        self._publish_gap.wait(now)   # a look per heartbeat forgets the last publication in time
         self._beats += 1
         if self._beats >= self._beats_per_state:
             self._beats = 0
@@ -359,6 +355,8 @@ class Session:
 
     def state_document(self):
         doc = self.cam.hardware_state()
+        if self.presets.load_error:
+            doc["problems"].append(self.presets.load_error)
         presets = {}
         for name, pos in self.presets.items.items():
             presets[name] = {"pan": self.cam.pan.steps_to_deg(pos[0]),
@@ -377,9 +375,9 @@ class Session:
     def _publish_state(self, now):
         self._publish_at = None
         if self._publish(self.t_state, json.dumps(self.state_document()).encode(), True):
-            self._last_publish = now
+            self._publish_gap.mark(now)
             if self.cam.moving:
-                # steps bump camera.changes without the hook: keep publishing while moving
+                # steps change the state without the hook: keep publishing while moving
                 self._publish_at = ticks_add(now, PUBLISH_GAP_US)
 
     def _log(self, text):

@@ -9,7 +9,7 @@ deferred save after the burst marks it at rest again.
 import json
 import os
 
-from .compat import ticks_add, ticks_diff
+from .compat import MinGap, ticks_add
 
 
 def read_json(path):
@@ -45,9 +45,8 @@ class PositionStore:
     def __init__(self, camera, path, min_interval_s):
         self._cam = camera
         self.path = path
-        self._min_interval_us = min_interval_s * 1000000
+        self._writes_gap = MinGap(min_interval_s * 1000000)
         self._at_rest_on_disk = None
-        self._last_write = None
         self.due = None
         self.writes = 0  # for tests and the flash-wear benchmark
         self.error = None
@@ -61,21 +60,21 @@ class PositionStore:
 
     def moving(self):
         """A move starts: make sure the file no longer claims a valid rest position."""
-        self.due = None
         if self._at_rest_on_disk is not False:
             self._write(False)
+        # nothing is saved while moving, but a tick when the gap ends forgets the last
+        # write before the ticks wrap (a move may outlast them)
+        now = self._cam.now()
+        wait = self._writes_gap.wait(now)
+        self.due = ticks_add(now, wait) if wait else None
 
     def resting(self, now):
         """All axes stopped: save, but not more often than min_interval_s."""
-        at = now
-        if self._last_write is not None:
-            earliest = ticks_add(self._last_write, self._min_interval_us)
-            if ticks_diff(earliest, now) > 0:
-                at = earliest
-        self.due = at
+        self.due = ticks_add(now, self._writes_gap.wait(now))
 
     def tick(self, now):
         self.due = None
+        self._writes_gap.wait(now)
         if not self._cam.moving:
             self._write(True)
 
@@ -97,5 +96,5 @@ class PositionStore:
             return
         self.error = None
         self._at_rest_on_disk = at_rest
-        self._last_write = self._cam.now()
+        self._writes_gap.mark(self._cam.now())
         self.writes += 1

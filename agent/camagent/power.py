@@ -18,10 +18,6 @@ class Power:
     def sd_resetting(self):
         return self.due is not None
 
-    def set_wifi(self, on):
-        self._wifi.set(1 if on else 0)
-        self._cam.changed()
-
     def sd_reset(self):
         """Pulse the reader's reset: high now, low again after sd_reset_ms."""
         self._sd.set(1)
@@ -30,3 +26,9 @@ class Power:
     def tick(self, now):
         self._sd.set(0)
         self.due = None
+
+    def release(self):
+        """Shutdown: end a reset pulse early, or the reader stays in reset."""
+        self.due = None
+        if self._sd.value:
+            self._sd.set(0)

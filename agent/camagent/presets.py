@@ -4,6 +4,8 @@ Positions are stored in half-steps, the motors' own unit, so a preset keeps
 pointing at the same spot if the degree calibration is changed later. Names are
 display text only (they become Home Assistant select options), never paths.
 """
+import os
+
 from .persist import read_json, write_json
 
 MAX_PRESETS = 16
@@ -38,7 +40,11 @@ class Presets:
     def _load(self):
         data = read_json(self.path)
         if data is None:
-            return
+            try:
+                os.stat(self.path)
+            except OSError:
+                return      # none saved yet
+            # there but not JSON (a hand edit, a bad sector): reported below
         entries = data.get("presets") if isinstance(data, dict) else None
         if not isinstance(entries, dict):
             self.load_error = "%s is not a presets file; starting with no presets" % self.path

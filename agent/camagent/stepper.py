@@ -10,6 +10,7 @@ drives past the whole range onto the hard stop and calls that zero.
 import math
 
 from .compat import ticks_add, ticks_diff
+from .gpio import GpioError
 
 # Coil patterns A, AB, B, BC, C, CD, D, DA (bit n = line n); neighbours differ in one line.
 PHASES = (0b0001, 0b0011, 0b0010, 0b0110, 0b0100, 0b1100, 0b1000, 0b1001)
@@ -31,22 +32,27 @@ _FORWARD = _changes(1)
 _BACKWARD = _changes(-1)
 
 
+def ramp_levels(start_speed, speed, accel):
+    """Accelerating steps from `start_speed` until `speed` is reached: v = sqrt(v0^2 + 2ak)."""
+    start_speed = min(start_speed, speed)
+    k = 0
+    while math.sqrt(start_speed * start_speed + 2 * accel * k) < speed:
+        k += 1
+    return k
+
+
 def ramp_table(start_speed, speed, accel):
-    """Step intervals (us) from `start_speed` up to `speed` at `accel`: v = sqrt(v0^2 + 2ak).
+    """Step intervals (us) from `start_speed` up to `speed` at `accel`.
 
     Index k is the speed level after k accelerating steps; the last entry is the
     cruise interval. The same table read backwards is the deceleration.
     """
     start_speed = min(start_speed, speed)
     table = []
-    k = 0
-    while True:
-        v = math.sqrt(start_speed * start_speed + 2 * accel * k)
-        if v >= speed:
-            table.append(int(1000000 / speed))
-            return table
-        table.append(int(1000000 / v))
-        k += 1
+    for k in range(ramp_levels(start_speed, speed, accel)):
+        table.append(int(1000000 / math.sqrt(start_speed * start_speed + 2 * accel * k)))
+    table.append(int(1000000 / speed))
+    return table
 
 
 class Stepper:
@@ -71,14 +77,16 @@ class Stepper:
         self.homing = False
         self.clamped = False     # the last target was outside the soft limits
         self.moving = False
-        self.energised = False
         self.due = None          # loop deadline of the next step
         self._dir = 0
-        self._level = 0          # current speed level: index into the ramp table
-        self._ramp = None
-        self._ramp_speed = 0
-        self._top = 0
-        self._use_ramp(self.default_speed)
+        # One ramp for every move, up to the fastest speed this axis is driven at. A
+        # move only sets its top level and cruise interval, and the speed level moves
+        # one table entry per step, also when a new target or speed lowers the top.
+        self._fastest = max(self.max_speed, self.home_speed)
+        self._ramp = ramp_table(self.start_speed, self._fastest, self.accel)
+        self._level = 0          # current speed level: index into the ramp
+        self._top = 0            # this move's cruise level
+        self._cruise = self._ramp[0]  # this move's cruise interval (us)
 
     # --- conversions --------------------------------------------------------------
     @property
@@ -141,33 +149,36 @@ class Stepper:
         if dps is None:
             return None
         _check_number(dps, "speed")
-        speed = dps * self.steps_per_degree
-        if speed < 1 or speed > self.max_speed:
+        # the range ptz/set checks for both axes before either moves
+        if not 0.1 <= dps <= self.max_speed_dps():
             raise ValueError("%s speed %.1f deg/s is out of range: 0.1 to %.1f deg/s accepted"
                              % (self.name, dps, self.max_speed_dps()))
-        return int(speed)
+        return dps * self.steps_per_degree
 
-    def _use_ramp(self, speed):
-        if speed != self._ramp_speed:
-            self._ramp = ramp_table(self.start_speed, speed, self.accel)
-            self._ramp_speed = speed
-            self._top = len(self._ramp) - 1
-            if self._level > self._top:
-                self._level = self._top
+    def _use_speed(self, speed):
+        speed = min(speed, self._fastest)
+        self._top = ramp_levels(self.start_speed, speed, self.accel)
+        self._cruise = int(1000000 / speed)
 
     def _start(self, target, speed):
-        self._use_ramp(speed or self.default_speed)
+        self._use_speed(speed or self.default_speed)
         self.target = target
         if target == self.steps and not self.moving:
             self._cam.changed()
             return
         if not self.moving:
-            self.moving = True
             self._level = 0
             self._dir = 0
-            self._energise()
-            self.due = ticks_add(self._cam.now(), self._ramp[0])
-            self._cam.motion_started(self)
+            try:
+                self._energise()
+            except BaseException:
+                self.stop()      # a coil write failed: nothing moves, every coil released
+                raise
+            self.moving = True
+            # the first phase is held one start interval before the first step
+            self.due = ticks_add(self._cam.now(), self._cruise if self._top == 0
+                                 else self._ramp[0])
+            self._cam.motion_started()
         self._cam.changed()
 
     # --- the step path (hot) ------------------------------------------------------
@@ -177,7 +188,7 @@ class Stepper:
         dist = self.target - self.steps
         level = self._level
         if dist == 0 and level == 0:
-            self._finish()
+            self._finish()                  # the last phase has been held: release
             return
         d = self._dir
         if d and dist * d <= 0 and level > 0:
@@ -185,10 +196,14 @@ class Stepper:
         else:
             d = 1 if dist > 0 else -1
             self._dir = d
-            dist *= d                       # now the steps left
-            # accelerate while there is room to slow down again, one level per step,
-            # so the last step comes at the start speed, mirroring the first
-            level = min(level + 1, self._top, dist - 2) if dist > 1 else 0
+            dist = dist * d - 2             # the highest level that can still stop on target
+            # one level per step either way, never a jump: speed up while below the top
+            # with room to slow down again, so the last step comes at the start speed;
+            # slow down when above the top (a new speed) or the room (a nearer target)
+            if level < self._top and level < dist:
+                level += 1
+            elif level and (level > self._top or level > dist):
+                level -= 1
         dist = self.steps + d               # now the position after this step
         if not self.homing and (dist < self.min_steps or dist > self.max_steps):
             self.target = self.steps        # never drive past a soft limit
@@ -198,30 +213,37 @@ class Stepper:
         self._lines[change[0]].set(change[1])
         self.phase = (self.phase + d) & 7
         self.steps = dist
+        # the interval to the next step (after the last one, how long it is held): the
+        # cruise interval while holding the top level, else the ramp's, so slowing down
+        # onto the top also passes through the top's own ramp interval
+        d = self._cruise if level == self._top and self._level <= level else self._ramp[level]
         self._level = level
-        self._cam.changes += 1
-        if dist == self.target and level == 0:
-            self._finish()
-            return
-        d = ticks_add(self.due, self._ramp[level])
+        change = ticks_add(self.due, d)
         # late by more than a step (a slow wakeup): restart timing, don't burst
-        self.due = d if ticks_diff(d, now) > 0 else ticks_add(now, self._ramp[level])
+        self.due = change if ticks_diff(change, now) > 0 else ticks_add(now, d)
 
     # --- coils --------------------------------------------------------------------
     def _energise(self):
         pattern = PHASES[self.phase]
         for i in range(4):
             bit = (pattern >> i) & 1
-            if self._lines[i].value != bit:
+            if bit or self._lines[i].value:   # a released line is known low
                 self._lines[i].set(bit)
-        self.energised = True
 
     def release(self):
-        """All four coil lines low; only the lines that are high are written."""
+        """All four coil lines low, each written whatever its last known level.
+
+        An interrupted or failed write can leave a line's cached level wrong, so
+        none is trusted here; every line is tried, the first failure raised after.
+        """
+        failed = None
         for line in self._lines:
-            if line.value:
+            try:
                 line.set(0)
-        self.energised = False
+            except GpioError as e:
+                failed = failed or e
+        if failed:
+            raise failed
 
     def _finish(self):
         was_moving = self.moving
@@ -238,7 +260,7 @@ class Stepper:
                 self._cam.changed()
                 self.move_to(self.park)
             elif was_moving:
-                self._cam.motion_finished(self)
+                self._cam.motion_finished()
                 self._cam.changed()
 
     # --- persistence --------------------------------------------------------------
@@ -259,8 +281,13 @@ class Stepper:
         return True
 
 
+def finite(value):
+    """False for NaN and the infinities; ints are always finite (and may not fit a float)."""
+    return not isinstance(value, float) or math.isfinite(value)
+
+
 def _check_number(value, what):
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError("%s must be a number of degrees" % what)
-    if value != value or value in (float("inf"), float("-inf")):
+    if not finite(value):
         raise ValueError("%s must be a finite number, not %s" % (what, value))
