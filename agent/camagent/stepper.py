@@ -8,6 +8,7 @@ Position is counted in half-steps; there are no end-stop switches, so homing
 drives past the whole range onto the hard stop and calls that zero.
 """
 import math
+from array import array
 
 from .compat import ticks_add, ticks_diff
 from .gpio import GpioError
@@ -48,7 +49,9 @@ def ramp_table(start_speed, speed, accel):
     cruise interval. The same table read backwards is the deceleration.
     """
     start_speed = min(start_speed, speed)
-    table = []
+    # 32-bit entries, not a list: one table per axis lives as long as the agent, and a
+    # list would spend a pointer per entry (8 bytes on a 64-bit host)
+    table = array("I")
     for k in range(ramp_levels(start_speed, speed, accel)):
         table.append(int(1000000 / math.sqrt(start_speed * start_speed + 2 * accel * k)))
     table.append(int(1000000 / speed))
