@@ -23,7 +23,7 @@ import zlib
 from common import ROOT, Skip, compile_agent
 from table import figure, section
 
-from camhost import layout
+from camhost import layout, repack
 
 CHIP = "MX25L6436E/MX25L6445E/MX25L6465E/MX25L6473E/MX25L6473F"
 SECTOR = 4096
@@ -82,11 +82,10 @@ def build_image(work, seed, agent_version=None, scale=1.0):
     if os.path.exists(config):
         shutil.copy(config, os.path.join(root, "etc", "camagent.json"))
     squashfs = os.path.join(work, "rootfs.squashfs")
-    subprocess.run(["mksquashfs", root, squashfs, "-comp", "xz", "-noappend", "-all-root",
-                    "-quiet", "-mkfs-time", "0", "-all-time", "0"], check=True,
-                   stdout=subprocess.DEVNULL)
-    with open(squashfs, "rb") as f:
-        _put(image, "rootfs", f.read())
+    # as `camhost image repack` squashes it: the agent stored last
+    _put(image, "rootfs", repack.squash(root, squashfs, ["-comp", "xz", "-mkfs-time", "0",
+                                                         "-all-time", "0"],
+                                        last=(repack.MPY_TARGET,)))
     path = os.path.join(work, "image.bin")
     with open(path, "wb") as f:
         f.write(image)

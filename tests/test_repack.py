@@ -88,6 +88,8 @@ def build_rootfs(tmp, out, filler=200000, seed=1, opts=SQUASH_OPTS):
         "lib/modules/4.9.84/kernel/fs/fat/vfat.ko": noise(10000, seed + 8),
         "usr/sbin/vtund": noise(25000, seed + 9),
         "home/user/notes.txt": b"hello\n",
+        # sorts after usr/lib/micropython, where the agent goes
+        "usr/share/fonts/osd.bin": noise(40000, seed + 10),
     }
     for rel, data in files.items():
         path = root / rel
@@ -293,6 +295,29 @@ def test_manifest_describes_every_partition(repacked):
     assert rootfs["used"] == len(repacked["rootfs"].read_bytes().rstrip(b"\xff")) + \
         (-len(repacked["rootfs"].read_bytes().rstrip(b"\xff")) % 4096)
     assert m["rootfs_format"]["compression"] == "xz"
+
+
+def test_an_agent_update_rewrites_only_the_tail_of_the_rootfs(release, repacked, tmp_path,
+                                                             monkeypatch):
+    # the same release repacked with the agent at another VERSION
+    agent = tmp_path / "camagent"
+    shutil.copytree(repack.AGENT_DIR, agent, ignore=shutil.ignore_patterns("__pycache__"))
+    init = agent / "__init__.py"
+    init.write_text(re.sub(r'VERSION = "[^"]*"', 'VERSION = "9.9.9-update"', init.read_text()))
+    monkeypatch.setattr(repack, "AGENT_DIR", str(agent))
+    out = tmp_path / "update.bin"
+    assert camhost("image", "repack", "--board", BOARD, "--firmware", release["tgz"],
+                   "--micropython", release["micropython"], "--backup", release["backup"],
+                   "--out", out) == 0
+    old = repacked["rootfs"].read_bytes()
+    new = layout.slice_of(out.read_bytes(), "rootfs")
+    # past the superblock and compressor options (sizes, table offsets, build time)
+    first = next(i for i, (a, b) in enumerate(zip(old, new)) if i >= 0x80 and a != b)
+    # the font sorts after usr/lib/micropython, yet its data (stored verbatim: noise does
+    # not compress) is ahead of the change, at the same place in both images
+    font = (repacked["x"] / "usr/share/fonts/osd.bin").read_bytes()[-4096:]
+    assert old.find(font) == new.find(font) != -1
+    assert old.find(font) + len(font) <= first
 
 
 def test_budget_command_reads_the_repacked_image(repacked, capsys):

@@ -417,10 +417,16 @@ def pseudo_lines(entries, root):
     return lines
 
 
-def squash(src, out, args, pseudo=(), root_entry=None):
-    """mksquashfs `src` into `out` with `args`; owners and modes from `pseudo`."""
+def squash(src, out, args, pseudo=(), root_entry=None, last=()):
+    """mksquashfs `src` into `out` with `args`; owners and modes from `pseudo`; the paths
+    in `last` (relative to `src`) are stored after everything else."""
     argv = ["mksquashfs", src, out, "-noappend", "-no-xattrs", "-quiet", "-no-progress"]
     argv += args
+    if last:
+        sort = out + ".sort"
+        with open(sort, "w") as f:
+            f.write("".join("%s -32768\n" % path for path in last))  # lowest priority: last
+        argv += ["-sort", sort]
     if pseudo:
         pf = out + ".pseudo"
         with open(pf, "w") as f:
@@ -663,8 +669,10 @@ def repack(board_name, firmware, micropython, out, bootloader=None, backup=None,
         entries += [Entry(d, "d", 0o755, 0, 0, None) for d in added_dirs]
 
         root_entry = next((e for e in entries if e.path == ""), None)
+        # the agent last: updating it then rewrites only the tail of the rootfs, instead
+        # of moving every block stored after its fragment
         rootfs = squash(root, os.path.join(tmp, "new.sq"), args,
-                        pseudo_lines(entries, root), root_entry)
+                        pseudo_lines(entries, root), root_entry, last=(MPY_TARGET,))
         new = _check_same_format(release.rootfs, rootfs)
 
         report.use("rootfs", len(rootfs), "squashfs with camagent")
