@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "image",      # camhost image ...   build, repack, mpy, budget
     "flashcmds",  # camhost backup|flash|verify|restore   (flashrom)
     "console",    # camhost console|flash-uboot           (stock U-Boot over serial)
+    "actioncam",  # camhost actioncam ... cheap wifi action cameras
 )
 
 
