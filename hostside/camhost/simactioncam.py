@@ -10,10 +10,11 @@ SimActionCam serves, on loopback and free ports unless told otherwise:
   preview     UDP to the client's address on `preview_port` (6669): the access units
               of a real H.264 Annex-B stream cut into ~1000-byte type-1 packets, each
               frame ended by a type-2 time packet (elapsed ms), at `fps`
-Bad behaviour on demand (`fault`, settable while running): "wrong_magic",
-"truncated" (half a header, then the connection closes), "overlong" (a length larger
-than the bytes that follow), "stall" (never answers), "garbage_types" (answers with
-unknown types; the preview gets unknown inner packets and broken datagrams in between).
+Bad behaviour on demand, settable while running: `fault` for the control answers,
+"wrong_magic", "truncated" (half a header, then the connection closes), "overlong" (a
+length larger than the bytes that follow), "stall" (never answers), "garbage_types"
+(answers with unknown types); `preview_fault` for the stream, "stall" (sends nothing)
+or "garbage_types" (unknown inner packets, wrong magic, over-long lengths in between).
 """
 import http.server
 import os
@@ -88,6 +89,7 @@ class SimActionCam:
         self.part_size = file_list_part_size
         self.credentials = (user, password)
         self.fault = None
+        self.preview_fault = None
         self.recording = False
         self.stills = 0
         self.logins = 0
@@ -138,7 +140,8 @@ class SimActionCam:
 
     def close(self):
         self._stop.set()
-        self.http.shutdown()
+        if self._threads:
+            self.http.shutdown()
         self.http.server_close()
         self.drop_client()
         for t in self._threads:
@@ -287,7 +290,7 @@ class SimActionCam:
             seq += 1
         out[-1] += wire.build_preview(seq, wire.TIME, wire.time_payload(ms))
         seq += 1
-        if self.fault == "garbage_types":
+        if self.preview_fault == "garbage_types":
             out.insert(0, wire.build_preview(seq, 7, b"\xff" * 40))
             out.insert(1, b"\xde\xad" + out[1][2:])            # wrong magic
             out.insert(2, wire.PREVIEW_HEADER.pack(wire.PREVIEW_MAGIC, 5000, seq, 1) + b"x")
@@ -303,7 +306,7 @@ class SimActionCam:
         period = 1.0 / self.fps
         try:
             while not self._stop.is_set() and self._client is conn and self._preview_target:
-                if self.fault == "stall":
+                if self.preview_fault == "stall":
                     time.sleep(period)
                     continue
                 unit = self.units[n % len(self.units)]
