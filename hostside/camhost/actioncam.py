@@ -453,7 +453,7 @@ def register(subparsers):
     s.add_argument("--rtsp-port", type=int, default=8554, metavar="PORT")
     s.add_argument("--preview-port", type=int, default=PREVIEW_PORT, metavar="PORT")
     s.add_argument("--mtu", type=int, default=1400)
-    b = sub.add_parser("bridge", help="the camera on MQTT, with Home Assistant discovery")
+    b = sub.add_parser("bridge", help="the camera on MQTT (not built yet)")
     b.add_argument("--broker", metavar="URL", help="mqtt://[user[:password]@]host[:port]")
     b.add_argument("--device", metavar="ID", help="device id (default actioncam-<host>)")
     b.add_argument("--prefix", default="camagent")
@@ -484,8 +484,9 @@ def main(args):
         print("%s (answered on port %d)" % (host, port))
         return 0
     if cmd == "bridge":
-        from . import actioncam_bridge
-        return actioncam_bridge.main(args)
+        # waits for the shared MQTT plumbing (camhost/bridge.py), not yet in this tree
+        raise CamhostError("the actioncam MQTT bridge is not built yet (it waits for "
+                           "camhost/bridge.py); the other subcommands work")
     cam = ActionCam(args.host, args.control_port, args.user, args.password, args.timeout)
     if cmd == "raw":
         msg_type = _int(args.type, "message type")

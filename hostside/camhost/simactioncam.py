@@ -326,11 +326,15 @@ class SimActionCam:
             out.close()
 
 
-def encode_test_stream(path, seconds=4, size="1280x720", fps=25, gop=25):
-    """A real H.264 Annex-B stream from ffmpeg's test source (for the tests, bench and demo)."""
+def encode_test_stream(path, seconds=4, size="1280x720", fps=25, gop=25, noise=0):
+    """A real H.264 Annex-B stream from ffmpeg's test source (for the tests, bench and demo);
+    `noise` (0-100) makes it cost bits as a real scene does."""
     import subprocess
+    source = "testsrc=size=%s:rate=%d" % (size, fps)
+    if noise:
+        source += ",noise=alls=%d:allf=t" % noise
     subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
-                    "testsrc=size=%s:rate=%d" % (size, fps), "-t", str(seconds),
+                    source, "-t", str(seconds),
                     "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency",
                     "-g", str(gop), "-pix_fmt", "yuv420p", "-bsf:v", "h264_mp4toannexb",
                     "-f", "h264", path], check=True, timeout=120)
