@@ -74,16 +74,30 @@ def test_preview_packets_and_assembler_skip_bad_input():
              b"\xde\xad" + b"\0" * 10,
              wire.PREVIEW_HEADER.pack(wire.PREVIEW_MAGIC, 900, 3, 1) + b"x",
              b"\xbc\xde\x00",
-             wire.build_preview(3, wire.TIME, wire.time_payload(40))]
+             wire.build_preview(3, wire.TIME, wire.time_payload(40)),
+             wire.build_preview(4, wire.VIDEO, b"\0\0\0\1\x41g"),
+             wire.build_preview(5, wire.TIME, wire.time_payload(80))]
     with pytest.raises(wire.WireError, match="length 900 is larger than the 1 bytes"):
         wire.parse_preview(grams[3])
     with pytest.raises(wire.WireError, match="truncated preview header"):
         wire.parse_preview(grams[4])
     asm = wire.FrameAssembler()
     out = [f for g in grams for f in asm.feed(g)]
-    assert out == [(40 * 90, b"\0\0\0\1\x65abcdef")]
+    assert out == [(40 * 90, b"\0\0\0\1\x65abcdef"), (80 * 90, b"\0\0\0\1\x41g")]
     assert (asm.bad, asm.unknown) == (3, 1)
     assert "length 900" in asm.last_error or "truncated" in asm.last_error
+
+
+@pytest.mark.parametrize("step, ticks_per_unit", [(40, 90), (3600, 1)])
+def test_assembler_reads_the_time_unit_from_the_first_step(step, ticks_per_unit):
+    asm = wire.FrameAssembler()
+    out = []
+    for n in range(4):
+        out += asm.feed(wire.build_preview(2 * n, wire.VIDEO, b"f%d" % n) +
+                        wire.build_preview(2 * n + 1, wire.TIME, wire.time_payload(1000 + n * step)))
+    assert asm.ticks_per_unit == ticks_per_unit
+    assert [unit for _, unit in out] == [b"f0", b"f1", b"f2", b"f3"]
+    assert [b - a for (a, _), (b, _) in zip(out, out[1:])] == [3600] * 3
 
 
 # --- discovery and commands ---------------------------------------------------------------

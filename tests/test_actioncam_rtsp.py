@@ -70,9 +70,9 @@ class Serve:
             self.proc.wait()
 
 
-@pytest.fixture
-def served(h264):
-    sim = SimActionCam(h264, preview_port=free_udp_port())
+@pytest.fixture(params=["ms"])
+def served(h264, request):
+    sim = SimActionCam(h264, preview_port=free_udp_port(), clock=request.param)
     with sim:
         serve = Serve(sim)
         try:
@@ -82,7 +82,7 @@ def served(h264):
 
 
 def decode(url, transport, frames=FRAMES, result=None):
-    """framecrc of `frames` decoded frames: one line per frame, with its size."""
+    """Sizes of `frames` decoded frames (framecrc: one line per frame)."""
     p = subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-rtsp_transport", transport,
                         "-i", url, "-frames:v", str(frames), "-f", "framecrc", "-"],
                        capture_output=True, text=True, timeout=BOUND_S)
@@ -163,3 +163,17 @@ def test_a_stalled_preview_is_restarted_and_clients_resume(served):
     sim.preview_fault = None
     rc, sizes, err = decode(serve.url, "tcp", 10)
     assert rc == 0 and len(sizes) == 10 and set(sizes) == {FRAME_BYTES}, err
+
+
+@pytest.mark.parametrize("served", ["ms", "ticks"], indirect=True)
+def test_rtp_timestamps_are_the_camera_clock_in_either_unit(served):
+    """Packet times straight from the RTP timestamps (90 kHz): exactly one 25 fps frame
+    period apart, which arrival times on a shared machine never are."""
+    _, serve = served
+    p = subprocess.run(["ffprobe", "-loglevel", "error", "-rtsp_transport", "tcp", "-i", serve.url,
+                        "-select_streams", "v", "-show_entries", "packet=pts",
+                        "-read_intervals", "%+#12", "-of", "csv=p=0"],
+                       capture_output=True, text=True, timeout=BOUND_S)
+    pts = [int(x) for x in p.stdout.split() if x.isdigit()]
+    assert len(pts) >= 10, p.stderr
+    assert set(b - a for a, b in zip(pts, pts[1:])) == {90000 // 25}, pts

@@ -228,20 +228,24 @@ class FrameAssembler:
                     self.last_error = str(e)
                     continue
                 if self.chunks:
-                    out.append((self._clock(value), b"".join(self.chunks)))
-                    self.frames += 1
+                    out.extend(self._frame(value, b"".join(self.chunks)))
                 self.chunks, self.size = [], 0
             else:
                 self.unknown += 1
         return out
 
-    def _clock(self, value):
+    def _frame(self, value, unit):
+        """The frames ready to go: the first waits for the second, whose step tells the unit."""
         if self.ticks_per_unit is None:
             if self._first is None:
-                self._first = value
-                return value * 90
-            self.ticks_per_unit = 1 if abs(value - self._first) > 1000 else 90
-        return value * (self.ticks_per_unit or 90)
+                self._first = (value, unit)
+                return []
+            first, self._first = self._first, None
+            self.ticks_per_unit = 1 if abs(value - first[0]) > 1000 else 90
+            self.frames += 2
+            return [(first[0] * self.ticks_per_unit, first[1]), (value * self.ticks_per_unit, unit)]
+        self.frames += 1
+        return [(value * self.ticks_per_unit, unit)]
 
 
 # --- H.264 Annex-B (for the simulator and for keyframe checks) ---------------------------

@@ -9,7 +9,8 @@ SimActionCam serves, on loopback and free ports unless told otherwise:
   files       HTTP (80): GET of the listed paths, with Range for resumed downloads
   preview     UDP to the client's address on `preview_port` (6669): the access units
               of a real H.264 Annex-B stream cut into ~1000-byte type-1 packets, each
-              frame ended by a type-2 time packet (elapsed ms), at `fps`
+              frame ended by a type-2 time packet (elapsed ms, or 90 kHz ticks with
+              clock="ticks"), at `fps`
 Bad behaviour on demand, settable while running: `fault` for the control answers,
 "wrong_magic", "truncated" (half a header, then the connection closes), "overlong" (a
 length larger than the bytes that follow), "stall" (never answers), "garbage_types"
@@ -78,11 +79,13 @@ class SimActionCam:
     def __init__(self, h264=b"", files_dir=None, host="127.0.0.1", control_port=0,
                  discovery_ports=(0, 0), http_port=0, preview_port=6669, fps=25,
                  firmware="v1.0 rc5", serial=b"SIMCAM0001", alive_interval_s=1.0,
-                 file_list_part_size=200, user="admin", password="12345", ranges=True):
+                 file_list_part_size=200, user="admin", password="12345", ranges=True,
+                 clock="ms"):
         self.host = host
         self.units = wire.access_units(h264) if h264 else []
         self.preview_port = preview_port
         self.fps = fps
+        self.clock = clock            # time packets in "ms" (documented) or 90 kHz "ticks"
         self.firmware = firmware
         self.serial = serial
         self.alive_interval_s = alive_interval_s
@@ -281,14 +284,14 @@ class SimActionCam:
         # anything else: no answer, as the camera does for what it does not know
 
     # --- preview ----------------------------------------------------------------------
-    def datagrams(self, unit, seq, ms):
+    def datagrams(self, unit, seq, stamp):
         """The datagrams of one access unit: ~1000-byte video packets, the last one shared
         with the time packet (datagrams may hold several inner packets)."""
         out = []
         for at in range(0, len(unit), CHUNK):
             out.append(wire.build_preview(seq, wire.VIDEO, unit[at:at + CHUNK]))
             seq += 1
-        out[-1] += wire.build_preview(seq, wire.TIME, wire.time_payload(ms))
+        out[-1] += wire.build_preview(seq, wire.TIME, wire.time_payload(stamp))
         seq += 1
         if self.preview_fault == "garbage_types":
             out.insert(0, wire.build_preview(seq, 7, b"\xff" * 40))
@@ -310,8 +313,8 @@ class SimActionCam:
                     time.sleep(period)
                     continue
                 unit = self.units[n % len(self.units)]
-                ms = int(n * 1000 / self.fps)
-                grams, seq = self.datagrams(unit, seq, ms)
+                stamp = int(n * (90000 if self.clock == "ticks" else 1000) / self.fps)
+                grams, seq = self.datagrams(unit, seq, stamp)
                 for g in grams:
                     try:
                         out.sendto(g, self._preview_target)
