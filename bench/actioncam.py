@@ -72,6 +72,15 @@ def _client(url, seconds, out, key):
     out[key] = int(frames[-1]) if frames else 0
 
 
+def _end(proc):
+    proc.terminate()
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:   # ffmpeg blocked on its UDP input may ignore SIGTERM
+        proc.kill()
+        proc.wait()
+
+
 def _relay(h264, seconds, clients):
     sim = SimActionCam(h264, preview_port=_free_udp()).start()
     env = dict(os.environ, PYTHONPATH=os.path.join(common.ROOT, "hostside"))
@@ -96,8 +105,7 @@ def _relay(h264, seconds, clients):
         return {"cpu_s": cpu, "wall_s": wall, "frames_sent": frames, "hwm_kib": _hwm_kib(pids),
                 "client_frames": [results.get(i, 0) for i in range(clients)]}
     finally:
-        proc.terminate()
-        proc.wait(10)
+        _end(proc)
         sim.close()
 
 
@@ -124,8 +132,7 @@ def _baseline(h264, seconds):
                 "frames_sent": n, "hwm_kib": _hwm_kib([proc.pid])}
     finally:
         sock.close()
-        proc.terminate()
-        proc.wait(10)
+        _end(proc)
 
 
 def run(seconds=8, client_counts=(1, 4, 8)):
