@@ -146,18 +146,26 @@ def cmd_mpy(args):
     if os.path.isdir(args.out):
         for sub in ("camagent", "umqtt"):
             shutil.rmtree(os.path.join(args.out, sub), ignore_errors=True)
-    compiled = repack.compile_mpy(args.out)
-    with tempfile.TemporaryDirectory(prefix="camhost-mpy-") as tmp:
-        # only what was compiled: --out may hold other files
-        xz = repack.measure(args.out, [c.target for c in compiled], ["-comp", "xz"], tmp)[2]
-    print("%-28s %8s %8s" % ("module", ".py", ".mpy"))
-    for c in compiled:
-        print("%-28s %8d %8d" % (c.target, c.py_bytes, c.mpy_bytes))
-    print("%-28s %8d %8d" % ("total", sum(c.py_bytes for c in compiled),
-                             sum(c.mpy_bytes for c in compiled)))
-    print("in a squashfs (xz): %s bytes" % budget.fmt(xz))
-    print("wrote %d files to %s" % (len(compiled), args.out))
+    table, count = mpy_table(args.out)
+    print(table)
+    print("wrote %d files to %s" % (count, args.out))
     return 0
+
+
+def mpy_table(out):
+    """Compiles the agent into out; returns (the size table, files written).
+
+    The table is what `camhost image mpy` prints and what docs/images.md shows."""
+    compiled = repack.compile_mpy(out)
+    with tempfile.TemporaryDirectory(prefix="camhost-mpy-") as tmp:
+        # only what was compiled: out may hold other files
+        xz = repack.measure(out, [c.target for c in compiled], ["-comp", "xz"], tmp)[2]
+    rows = ["%-28s %8s %8s" % ("module", ".py", ".mpy")]
+    rows += ["%-28s %8d %8d" % (c.target, c.py_bytes, c.mpy_bytes) for c in compiled]
+    rows.append("%-28s %8d %8d" % ("total", sum(c.py_bytes for c in compiled),
+                                   sum(c.mpy_bytes for c in compiled)))
+    rows.append("in a squashfs (xz): %s bytes" % budget.fmt(xz))
+    return "\n".join(rows), len(compiled)
 
 
 def cmd_budget(args):
