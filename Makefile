@@ -7,11 +7,15 @@ PIP := $(VENV)/bin/pip
 BUILD := build
 
 # Debian packages the tests and tools run for real.
-APT_PACKAGES := mosquitto mosquitto-clients flashrom squashfs-tools u-boot-tools \
-	shellcheck inotify-tools openssl xz-utils busybox
+APT_PACKAGES := python3-venv mosquitto mosquitto-clients flashrom squashfs-tools u-boot-tools \
+	shellcheck inotify-tools openssl xz-utils busybox ffmpeg \
+	python3-gi python3-gst-1.0 gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base \
+	gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-libav
 # Commands those packages provide, used to decide whether apt-get is needed.
 APT_COMMANDS := mosquitto mosquitto_pub flashrom mksquashfs unsquashfs mkimage \
-	shellcheck inotifywait openssl xz busybox
+	shellcheck inotifywait openssl xz busybox ffmpeg ffprobe
+# Python modules from Debian (the RTSP server runs under /usr/bin/python3 for its gi).
+APT_PYMODULES := venv gi
 
 # umqtt.simple 1.3.4 = what MicroPython 1.22 ships. Its sdist has no setup.py, so
 # pip fails on it, but `pip download --no-clean` has unpacked it by then: whether
@@ -29,12 +33,17 @@ PORT ?= /dev/ttyUSB0
 # What `make image` and `make repack` write and `make flash` writes to the camera.
 IMAGE ?= $(BUILD)/camagent-$(BOARD).bin
 
-.PHONY: help demo test bench deps venv mpy image repack backup flash flash-uboot clean
+.PHONY: help demo test bench docs deps venv mpy image repack backup flash flash-uboot clean
 
 help:
-	@echo "make demo         simulated camera + embedded broker, driven over MQTT"
+	@echo "make demo         simulated camera on a private mosquitto, driven over MQTT"
+	@echo "                  (ARGS=\"--keep-running\" etc.: .venv/bin/camhost demo --help)"
 	@echo "make test         install what is missing, run the test suite"
 	@echo "make bench        speed and footprint benchmarks (bench/results.json)"
+	@echo "make docs         regenerate the figures in docs/ from the code"
+	@echo "make deps         install the Debian packages the tests and tools need"
+	@echo "make venv         create .venv with camhost (.venv/bin/camhost) and the test tools"
+	@echo "make clean        remove build/ and caches"
 	@echo "make mpy          compile the agent to .mpy (build/mpy)"
 	@echo "make image        build an OpenIPC image with camagent (OPENIPC=dir BOARD=...)"
 	@echo "make repack       add camagent to an OpenIPC release (FIRMWARE=... MICROPYTHON=...)"
@@ -44,6 +53,8 @@ help:
 
 deps:
 	@missing=""; for c in $(APT_COMMANDS); do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
+	for m in $(APT_PYMODULES); do /usr/bin/python3 -c "import $$m" 2>/dev/null || missing="$$missing python3-$$m"; done; \
+	ls /usr/lib/*/girepository-1.0/GstRtspServer-1.0.typelib >/dev/null 2>&1 || missing="$$missing gst-rtsp-server"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages (missing:$$missing)"; \
 		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
@@ -77,8 +88,11 @@ venv: $(VENV)/.stamp $(UMQTT)
 test: deps venv
 	$(PY) -m pytest -q tests
 
-demo: venv
-	$(PY) -m camhost demo
+demo: deps venv
+	@$(PY) -m camhost demo $(ARGS)
+
+docs: venv
+	$(PY) -m camhost.docfigures --write
 
 bench: deps venv
 	$(PY) bench/run.py

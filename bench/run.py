@@ -27,7 +27,8 @@ import table  # noqa: E402
 # name -> (module, title when it cannot run); run in this order, timing-critical first
 SECTIONS = {"steps": ("steps", "Steps"), "latency": ("latency", "Command latency"),
             "idle": ("idle", "Idle cost"), "footprint": ("footprint", "Footprint"),
-            "flash": ("flashbytes", "Flash")}
+            "flash": ("flashbytes", "Flash"),
+            "actioncam": ("actioncam", "Action camera relay")}
 
 
 def _load():
@@ -56,7 +57,8 @@ QUICK = {"steps": {"rates": (1000,), "duration_s": 0.05, "repeats": 1},
          "latency": {"commands": 5, "nodelay_pass": False},
          "idle": {"window_s": 0.1, "warm_s": 0, "align": False},
          "footprint": {"heap_search": False},
-         "flash": {"scale": 0.05}}
+         "flash": {"scale": 0.05},
+         "actioncam": {"seconds": 2, "client_counts": (1,)}}
 
 
 def run_section(name, quick=False):
