@@ -6,6 +6,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 
 from broker_fixtures import WAIT_S, Mosquitto, Watcher, stop_leftovers, wait_until  # noqa: F401
 from camagent import boards
@@ -55,7 +56,7 @@ def test_the_tour_runs_and_cleans_up(tmp_path):
     assert "  refused, as it should be: demo: pan position 999.0 is out of range; 0.0 to " \
            "355.1 degrees accepted" in lines
     assert lines[-1] == "camhost demo: demo finished: every step did what it should"
-    port = int(re.search(r"broker: mqtt://127.0.0.1:(\d+) \(embedded amqtt\)", out).group(1))
+    port = int(re.search(r"broker: mqtt://127.0.0.1:(\d+) \(private mosquitto\)", out).group(1))
     assert gone(agent_pid(out)) and port_closed(port)
     assert not os.listdir(tmp_path)            # the temp dir went too
 
@@ -119,3 +120,40 @@ def test_bad_options_are_refused(tmp_path):
     proc = demo("--speedup", "100", tmp=tmp_path)
     out, err = proc.communicate(timeout=WAIT_S)
     assert proc.returncode == 2 and "--speedup must be from 1 to 20" in err
+
+
+def test_keep_running_prints_the_command_and_its_broker_delivers_exactly_what_mqtt_says(tmp_path):
+    """The demo's own broker, watched with mosquitto_sub and paho: nothing on an unrelated
+    subscription, each retained message once on '#', and 20 of 20 error replies."""
+    proc = demo("--no-tour", tmp=tmp_path)
+    try:
+        seen = []
+        for line in proc.stdout:
+            seen.append(line)
+            if line.startswith("> running; Ctrl-C"):
+                break
+        text = "".join(seen)
+        url = re.search(r"broker: (mqtt://127.0.0.1:\d+) \(private mosquitto\)", text).group(1)
+        assert re.search(r"ctl --broker %s demo home" % re.escape(url), text), text
+        port = url.rsplit(":", 1)[1]
+        sub = ["mosquitto_sub", "-h", "127.0.0.1", "-p", port, "-v"]
+        unrelated = subprocess.run(sub + ["-t", "nothing/here", "-W", "2"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert unrelated.stdout.strip() == "" or "Timed out" in unrelated.stdout, unrelated.stdout
+        assert "camagent/" not in unrelated.stdout
+        everything = subprocess.run(sub + ["-t", "#", "-W", "2", "--retained-only"],
+                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        topics = [l.split(" ", 1)[0] for l in everything.stdout.splitlines() if l.strip()]
+        assert "camagent/demo/availability" in topics
+        assert len(topics) == len(set(topics)), "a retained message came twice: %s" % topics
+        errors = subprocess.Popen(sub + ["-t", "camagent/demo/error", "-C", "20", "-W", str(WAIT_S)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        time.sleep(0.5)  # mosquitto_sub subscribed
+        for i in range(20):
+            subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", port,
+                            "-t", "camagent/demo/nonsense%d/set" % i, "-m", "x"], check=True)
+        out, _ = errors.communicate(timeout=WAIT_S + 5)
+        assert len([l for l in out.splitlines() if l.startswith("camagent/demo/error ")]) == 20, out
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=WAIT_S)

@@ -1,14 +1,12 @@
 """`camhost demo`: the agent on a simulated camera, driven over MQTT, no hardware needed.
 
-It starts an embedded MQTT broker (amqtt) on a free loopback port unless --broker
+It starts a private mosquitto on a free loopback port unless --broker
 is given, lays out a simulated camera (camhost.simcam: the kernel's GPIO and
 /proc files in a temp dir), runs the real agent against it as a subprocess, and
 drives a short tour through the same code as `camhost ctl` while a live panel
 shows positions, LEDs and IR state. Ctrl-C stops everything; nothing is left
 running and the temp dir is removed.
 """
-import asyncio
-import logging
 import os
 import shutil
 import signal
@@ -50,7 +48,7 @@ TOUR = (
 
 
 def register(subparsers):
-    p = subparsers.add_parser("demo", help="simulated camera + embedded broker, driven over MQTT",
+    p = subparsers.add_parser("demo", help="simulated camera on a private mosquitto, driven over MQTT",
                               description=__doc__.splitlines()[0])
     p.add_argument("--broker", metavar="URL",
                    help="use this broker instead of starting one (mqtt://host:port)")
@@ -84,9 +82,9 @@ def main(args):
         if args.broker:
             url = BrokerURL(args.broker)
         else:
-            broker = EmbeddedBroker().start()
+            broker = PrivateBroker(work).start()
             url = BrokerURL(broker.url)
-        _say(out, "broker: %s%s" % (url, "" if args.broker else " (embedded amqtt)"))
+        _say(out, "broker: %s%s" % (url, "" if args.broker else " (private mosquitto)"))
         sim = SimCamera(os.path.join(work, "camera"))
         config = sim.write_config(device_id=args.device, mqtt=_agent_mqtt(url),
                                   speedup=args.speedup)
@@ -99,7 +97,9 @@ def main(args):
                                                 args.speedup)
         if args.keep_running or args.no_tour:
             try:
-                view.note("running; Ctrl-C stops the agent and the broker")
+                view.note("running; Ctrl-C stops the agent and the broker. From another "
+                          "terminal: %s ctl --broker %s %s home"
+                          % (_camhost_command(), url, args.device))
                 while agent.alive():
                     time.sleep(0.2)
             except KeyboardInterrupt:
@@ -170,64 +170,74 @@ def _wait_online(link, device, agent):
         time.sleep(0.05)
 
 
+def _camhost_command():
+    """How to run camhost from another terminal: the console script beside this Python."""
+    script = os.path.join(os.path.dirname(sys.executable), "camhost")
+    if os.path.exists(script):
+        return os.path.relpath(script) if not os.path.relpath(script).startswith("..") else script
+    return "%s -m camhost" % sys.executable
+
+
 def _say(out, text):
     out.write("camhost demo: %s\n" % text)
     out.flush()
 
 
-class EmbeddedBroker:
-    """amqtt's broker on its own asyncio loop in a thread, on a free loopback port."""
+class PrivateBroker:
+    """Debian's mosquitto on a free loopback port, with a config of its own (no persistence,
+    anonymous, loopback only): a real broker, so what a watching `mosquitto_sub` sees is
+    what MQTT says it should (amqtt, the earlier choice, delivered to non-matching
+    subscriptions, duplicated and dropped)."""
 
-    def __init__(self, host="127.0.0.1"):
+    def __init__(self, workdir, host="127.0.0.1"):
         self.host = host
         self.port = None
-        self._loop = None
-        self._broker = None
-        self._thread = None
-        self._ready = threading.Event()
-        self._error = None
+        self.workdir = workdir
+        self.proc = None
 
     @property
     def url(self):
         return "mqtt://%s:%d" % (self.host, self.port)
 
     def start(self):
-        for name in ("amqtt", "transitions"):
-            logging.getLogger(name).setLevel(logging.CRITICAL)   # keep the panel clean
-        from amqtt.broker import Broker
+        exe = shutil.which("mosquitto") or (os.path.exists("/usr/sbin/mosquitto") and "/usr/sbin/mosquitto")
+        if not exe:
+            raise CamhostError("mosquitto is not installed: run `make deps` (Debian package "
+                               "mosquitto), or give --broker URL")
         with socket.socket() as s:
             s.bind((self.host, 0))
             self.port = s.getsockname()[1]
-        listener = {"type": "tcp", "bind": "%s:%d" % (self.host, self.port)}
-        config = {"listeners": {"default": listener},
-                  "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin":
-                              {"allow_anonymous": True}}}
-        self._loop = asyncio.new_event_loop()
-
-        def serve():
-            asyncio.set_event_loop(self._loop)
+        conf = os.path.join(self.workdir, "mosquitto.conf")
+        with open(conf, "w") as f:
+            f.write("listener %d %s\nallow_anonymous true\npersistence false\n"
+                    "log_dest none\n" % (self.port, self.host))
+            if os.geteuid() == 0:
+                f.write("user root\n")
+        log = open(os.path.join(self.workdir, "mosquitto.log"), "wb")
+        self.proc = subprocess.Popen([exe, "-c", conf], stdout=log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                with open(os.path.join(self.workdir, "mosquitto.log"), errors="replace") as f:
+                    raise CamhostError("mosquitto did not start: %s" % f.read().strip()[-300:])
             try:
-                self._broker = Broker(config, loop=self._loop)
-                self._loop.run_until_complete(self._broker.start())
-            except Exception as e:
-                self._error = e
-                self._ready.set()
-                return
-            self._ready.set()
-            self._loop.run_forever()
-            self._loop.run_until_complete(self._broker.shutdown())
-            self._loop.close()
-        self._thread = threading.Thread(target=serve, name="amqtt", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(START_TIMEOUT_S) or self._error:
-            raise CamhostError("the embedded MQTT broker (amqtt) did not start: %s"
-                               % (self._error or "no answer"))
-        return self
+                socket.create_connection((self.host, self.port), 0.2).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise CamhostError("mosquitto did not start listening on %s:%d" % (self.host, self.port))
 
     def stop(self):
-        if self._thread and self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
 
 
 class AgentProcess:
