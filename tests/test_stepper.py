@@ -458,3 +458,17 @@ def test_coil_cleared_as_ctrl_c_arrives_mid_move_is_left_low(rig):
     rig.cam.close()
     assert all(line.value == 0 for line in axis._lines)
     assert [v for p, v in rig.rec.writes if p in rig.pins("pan")][-4:] == [0, 0, 0, 0]
+
+
+def test_reported_position_stays_within_the_announced_range_while_homing(rig):
+    """Homing overshoots on purpose; the state never says so (HA drops such a number)."""
+    for axis in (rig.cam.pan, rig.cam.tilt):
+        axis.home()
+        beyond = []
+        while not (axis.homed and not axis.moving):
+            rig.loop.run_for(2000)
+            pos = rig.cam.hardware_state()[axis.name]["position"]
+            if not axis.min_deg <= pos <= axis.max_deg:
+                beyond.append(pos)
+        assert not beyond, "%s reported %s outside %s..%s" % (axis.name, beyond[:3],
+                                                             axis.min_deg, axis.max_deg)

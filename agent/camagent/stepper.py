@@ -107,7 +107,9 @@ class Stepper:
         return int(round(deg * self.steps_per_degree))
 
     def position_deg(self):
-        return self.steps_to_deg(self.steps)
+        # Homing runs past the range on purpose; what is reported stays within the range
+        # that discovery announces (Home Assistant drops a number outside it).
+        return self.steps_to_deg(min(max(self.steps, self.min_steps), self.max_steps))
 
     def max_speed_dps(self):
         return self.max_speed / self.steps_per_degree
