@@ -1,5 +1,6 @@
 """The BR2_EXTERNAL tree: Kconfig (kconfiglib), style (tests/checkpackage.py), and that
 camagent.mk installs what `camhost image repack` installs."""
+import glob
 import json
 import os
 import re
@@ -306,3 +307,25 @@ def test_external_mk_includes_our_packages_and_repoints_br2_external(tmp_path):
                           "BR2_EXTERNAL=%s:%s" % (EXTERNAL, general)],
                          check=True, stdout=subprocess.PIPE).stdout.decode().split()
     assert out == [str(general), "0.1.0"]
+
+
+def test_license_is_mit_and_the_package_declares_it():
+    """Buildroot's legal-info reads CAMAGENT_LICENSE(_FILES); the file must be copied in."""
+    text = open(os.path.join(ROOT, "LICENSE")).read()
+    assert text.startswith("MIT License\n")
+    assert "Copyright (c) 2026 camagent contributors" in text
+    mk = open(MK).read()
+    assert re.search(r"^CAMAGENT_LICENSE = MIT$", mk, re.M)
+    assert re.search(r"^CAMAGENT_LICENSE_FILES = LICENSE$", mk, re.M)
+    # the rsync filter copies only what it includes: LICENSE must be among it
+    assert "--include='/LICENSE'" in mk
+
+
+def test_patches_are_signed_off_by_a_real_identity():
+    for path in sorted(glob.glob(os.path.join(EXTERNAL, "patches", "*", "*", "*.patch"))):
+        lines = open(path).read().splitlines()
+        signed = [line for line in lines if line.startswith("Signed-off-by: ")]
+        assert signed, path
+        for line in signed:
+            assert not line.rstrip(">").endswith(".invalid"), (path, line)
+            assert re.match(r"^Signed-off-by: [^<]+ <[^@\s]+@[^@\s]+\.[a-z]+>$", line), line

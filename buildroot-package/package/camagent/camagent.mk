@@ -5,12 +5,15 @@
 ################################################################################
 
 CAMAGENT_VERSION = 0.1.0
+CAMAGENT_LICENSE = MIT
+CAMAGENT_LICENSE_FILES = LICENSE
 # The project this BR2_EXTERNAL tree is part of; only the agent and the
-# overlay are copied into the build directory.
+# overlay (and LICENSE, for legal-info) are copied into the build directory.
 CAMAGENT_SITE = $(BR2_EXTERNAL_CAMAGENT_PATH)/..
 CAMAGENT_SITE_METHOD = local
 CAMAGENT_OVERRIDE_SRCDIR_RSYNC_EXCLUSIONS = \
-	--include='/agent/***' --include='/overlay/***' --exclude='/*'
+	--include='/agent/***' --include='/overlay/***' --include='/LICENSE' \
+	--exclude='/*'
 # For its mpy-cross and its copy of micropython-lib's umqtt.simple.
 CAMAGENT_DEPENDENCIES = micropython
 
