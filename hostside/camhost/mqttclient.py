@@ -49,6 +49,40 @@ def default_broker():
     return os.environ.get(BROKER_ENV) or DEFAULT_BROKER
 
 
+# CONNACK codes as paho reports them (MQTT 5 numbering; 3.1.1's 4 and 5 map to 134, 135)
+_REFUSALS = {
+    128: "refused the connection for an unspecified reason",
+    129: "did not accept the connection request (malformed)",
+    132: "does not speak this MQTT version",
+    133: "refused this client id",
+    134: "rejected the user name or password: check them in the broker URL "
+         "(mqtt://user:password@host)",
+    # mosquitto answers 135 for a wrong password too (MQTT 3.1.1 has no finer code)
+    135: "refused this login: a wrong user name or password, or a user that may not "
+         "connect; check mqtt://user:password@host against the broker's password file",
+    136: "is unavailable (it said so)",
+    137: "is busy (it said so)",
+    138: "has banned this client",
+}
+
+
+def connect_failure(broker, rc, dropped):
+    """The sentence for a connection that did not come up, one per cause."""
+    if dropped is not None and rc is None:
+        return ("%s is not an MQTT broker, or not one on this port: it closed the "
+                "connection instead of answering (%s); is it an HTTP or other server?"
+                % (broker, dropped))
+    if rc is None:
+        return ("%s accepted the connection but sent no MQTT answer in %d s: not an MQTT "
+                "broker, a stalled one, or mqtt:// to a TLS port (use mqtts://)"
+                % (broker, CONNECT_TIMEOUT_S))
+    if rc == 135 and not broker.username:
+        return ("the MQTT broker at %s requires a user name and password: "
+                "mqtt://user:password@host" % broker)
+    return "the MQTT broker at %s %s" % (
+        broker, _REFUSALS.get(rc, "refused the connection (reason code %s)" % rc))
+
+
 class Link:
     """A connected paho client; keeps every message and the last one per topic."""
 
@@ -75,22 +109,34 @@ class Link:
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
+        self.client.on_disconnect = self._on_disconnect
+        self._dropped = None     # the broker closed the connection before answering
         try:
             self.client.connect(b.host, b.port, keepalive=30)
-        except (OSError, ssl.SSLError) as e:
+        except ConnectionRefusedError:
+            raise CamhostError("nothing is listening at %s: start the broker or pass "
+                               "--broker URL" % b, exit_code=4)
+        except ssl.SSLError as e:
+            raise CamhostError("TLS with %s failed (%s): check mqtts:// against the port, "
+                               "and ?ca= for the broker's certificate" % (b, e), exit_code=4)
+        except OSError as e:
             raise CamhostError("cannot reach the MQTT broker at %s (%s); start it or pass "
                                "--broker URL" % (b, e), exit_code=4)
         self.client.loop_start()
-        if not self._connected.wait(CONNECT_TIMEOUT_S) or self._connect_rc != 0:
-            reason = self._connect_rc if self._connect_rc is not None else "no answer"
+        answered = self._connected.wait(CONNECT_TIMEOUT_S)
+        if not answered or self._connect_rc != 0:
+            rc, dropped = self._connect_rc, self._dropped   # before close() disconnects
             self.close()
-            raise CamhostError("the MQTT broker at %s refused the connection (%s); check "
-                               "the user name and password in the broker URL" % (b, reason),
-                               exit_code=4)
+            raise CamhostError(connect_failure(b, rc, dropped), exit_code=4)
 
     def _on_connect(self, client, userdata, flags, reason_code, properties):
         self._connect_rc = reason_code.value if hasattr(reason_code, "value") else reason_code
         self._connected.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties):
+        if not self._connected.is_set():
+            self._dropped = str(reason_code)
+            self._connected.set()
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
         with self.cond:
