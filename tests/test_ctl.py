@@ -216,3 +216,30 @@ def mosq_auth(tmp_path):
     b = Mosquitto(tmp_path / "auth", users={"viewer": "v"}).start()
     yield b
     b.kill()
+
+
+def test_forget_removes_a_retired_cameras_retained_messages(tmp_path, capsys):
+    broker = Mosquitto(tmp_path / "broker").start()
+    agent = Agent(tmp_path, broker, device_id="retired", sd_reset_on_start=False).start()
+    try:
+        w = Watcher(broker, ["homeassistant/+/camagent_retired/+/config"])
+        w.wait_for(lambda t, p: True, "discovery")
+        w.close()
+        argv = ["ctl", "--broker", broker.url, "forget", "retired"]
+        assert cli.main(argv) == 2            # online: it would publish them again
+        assert "retired is online: stop its agent first" in capsys.readouterr().err
+        agent.close()
+        assert cli.main(argv) == 0
+        out = capsys.readouterr().out
+        assert out.startswith("retired: removed ") and int(out.split()[2]) > 10, out
+        w = Watcher(broker, ["homeassistant/#", "camagent/retired/#"])
+        try:
+            import time
+            time.sleep(1)
+            assert [m[0] for m in w.messages if m[2]] == []
+        finally:
+            w.close()
+        assert cli.main(argv) == 3            # nothing left to remove
+    finally:
+        agent.close()
+        broker.kill()

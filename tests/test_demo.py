@@ -92,11 +92,11 @@ def test_against_an_external_broker(tmp_path):
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, out + err
         assert "broker: %s\n" % broker.url in out and "embedded" not in out
-        # the agent said goodbye on the way out: its availability is retained offline
-        w = Watcher(broker, ["camagent/demo/availability"])
+        # nothing retained is left behind: no discovery, state or availability of "demo"
+        w = Watcher(broker, ["homeassistant/+/camagent_demo/+/config", "camagent/demo/#"])
         try:
-            i, t, p = w.wait_for(lambda t, p: True, "the retained availability")
-            assert p == b"offline" and w.messages[i][2] is True
+            time.sleep(1)
+            assert [m for m in w.messages if m[2]] == [], "left behind: %s" % w.messages[:3]
         finally:
             w.close()
     finally:

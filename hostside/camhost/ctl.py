@@ -37,6 +37,12 @@ def register(subparsers):
 def add_commands(parser):
     sub = parser.add_subparsers(dest="ctl_command", metavar="COMMAND", required=True)
     sub.add_parser("list", help="agents on the broker, online or not")
+    f = sub.add_parser("forget", help="remove a retired camera's retained discovery, state "
+                                      "and availability from the broker (Home Assistant "
+                                      "then drops the device)")
+    f.add_argument("forget_device", metavar="DEVICE")
+    f.add_argument("--discovery-prefix", default="homeassistant",
+                   help="Home Assistant's discovery prefix (default %(default)s)")
     s = sub.add_parser("status", help="the agent's current state")
     s.add_argument("--json", action="store_true", help="print the state document as JSON")
     w = sub.add_parser("watch", help="live state panel, updated in place (Ctrl-C ends)")
@@ -79,6 +85,14 @@ def run(link, args, out):
     """Run one parsed ctl command over an open Link; returns the exit code."""
     if args.ctl_command == "list":
         return list_agents(link, args.prefix, out)
+    if args.ctl_command == "forget":
+        if find_agents(link, args.prefix).get(args.forget_device, (None,))[0] == "online":
+            raise CamhostError("%s is online: stop its agent first, or it publishes its "
+                               "discovery again" % args.forget_device, exit_code=2)
+        cleared = forget(link, args.prefix, args.forget_device, args.discovery_prefix)
+        out.write("%s: removed %d retained message%s\n"
+                  % (args.forget_device, len(cleared), "" if len(cleared) == 1 else "s"))
+        return 0 if cleared else 3
     agent = Agent(link, args.prefix, args.device, args.timeout)
     if args.ctl_command == "status":
         if args.json:
@@ -123,6 +137,20 @@ def find_agents(link, prefix):
             state = _json(payload)
         agents[device] = (avail, state)
     return agents
+
+
+def forget(link, prefix, device, discovery_prefix="homeassistant"):
+    """Clear every retained message of one device: its discovery configs (whatever
+    entities it announced) and everything under its base topic. Returns the topics."""
+    mine = (discovery_prefix + "/+/camagent_%s/+/config" % device, "%s/%s/#" % (prefix, device))
+    start = link.mark()
+    link.subscribe(*mine)
+    with link.cond:
+        retained = sorted({t for t, p in link.messages[start:] if p and not
+                           t.startswith("camhost/probe/")})
+    for topic in retained:
+        link.publish(topic, b"", retain=True)   # an empty retained message deletes it
+    return retained
 
 
 def list_agents(link, prefix, out):

@@ -116,8 +116,9 @@ def main(args):
         # a second Ctrl-C must not cut the clean-up short
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
         # the agent goes first, while the broker can still carry its "offline"
-        for part, stop in ((view, "stop"), (agent, "stop"), (link, "close"), (broker, "stop"),
-                           (sim, "close")):
+        forgetter = _Forget(link, args.device) if args.broker and link else None
+        for part, stop in ((view, "stop"), (agent, "stop"), (forgetter, "run"),
+                           (link, "close"), (broker, "stop"), (sim, "close")):
             if part is not None:
                 try:
                     getattr(part, stop)()
@@ -125,6 +126,17 @@ def main(args):
                     print("camhost: demo cleanup: %s" % e, file=sys.stderr)
         shutil.rmtree(work, ignore_errors=True)
         signal.signal(signal.SIGINT, previous)
+
+
+class _Forget:
+    """On someone's own broker the demo leaves nothing retained behind: Home Assistant
+    would otherwise keep a dead "demo" device."""
+
+    def __init__(self, link, device):
+        self.link, self.device = link, device
+
+    def run(self):
+        ctl.forget(self.link, ctl.DEFAULT_PREFIX, self.device)
 
 
 def tour(link, device, view, pause, speedup):
