@@ -33,6 +33,7 @@ BR2_OPENIPC_SOC_MODEL="ssc337"
 """
 OPENIPC_FRAGMENT = """\
 BR2_ROOTFS_OVERLAY="$(BR2_EXTERNAL)/overlay"
+BR2_ROOTFS_POST_BUILD_SCRIPT="$(BR2_EXTERNAL)/scripts/rootfs_script.sh"
 BR2_GLOBAL_PATCH_DIR="$(BR2_EXTERNAL)/package/all-patches"
 BR2_OPTIMIZE_S=y
 """
@@ -131,6 +132,23 @@ def test_merged_defconfig(tree, tmp_path):
     assert p.linux_slim == "# CONFIG_NFS_FS is not set\n"
     assert "# --- general/openipc.fragment" in p.defconfig
     assert "# --- camagent: buildroot-package/configs/imou_ranger_rc_4mp.fragment" in p.defconfig
+
+
+def test_merged_defconfig_runs_our_post_build_after_openipcs(tree, tmp_path):
+    """OpenIPC's rootfs_script.sh stays; ours (the /etc/wireless/usb hook) follows it."""
+    opts = options(openipc.plan(str(tree), BOARD, output=str(tmp_path / "out")).defconfig)
+    assert opts["BR2_ROOTFS_POST_BUILD_SCRIPT"] == (
+        'BR2_ROOTFS_POST_BUILD_SCRIPT="$(BR2_EXTERNAL)/scripts/rootfs_script.sh '
+        '$(BR2_EXTERNAL_CAMAGENT_PATH)/board/imou-ranger-rc/post-build.sh"')
+
+
+def test_kernel_fragment_has_mac80211_and_the_wifi_crypto():
+    with open(os.path.join(EXTERNAL, "board", "imou-ranger-rc", "linux.fragment")) as f:
+        lines = set(line.strip() for line in f if not line.startswith("#"))
+    assert "CONFIG_MAC80211=m" in lines
+    for symbol in ("CCM", "GCM", "GHASH", "AES", "ARC4", "CMAC", "CTR"):
+        assert "CONFIG_CRYPTO_%s=y" % symbol in lines
+    assert "CONFIG_CFG80211_WEXT=y" in lines
 
 
 def test_no_slim_and_tls(tree, tmp_path):

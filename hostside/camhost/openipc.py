@@ -34,7 +34,7 @@ SCRUBBED_ENV = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "BR2_EXTERN
 EXTRA_ENV = {"CMAKE_POLICY_VERSION_MINIMUM": "3.5"}
 # Options our fragments extend rather than replace (space-separated lists).
 LIST_OPTIONS = ("BR2_GLOBAL_PATCH_DIR", "BR2_LINUX_KERNEL_CONFIG_FRAGMENT_FILES",
-                "BR2_ROOTFS_OVERLAY")
+                "BR2_ROOTFS_OVERLAY", "BR2_ROOTFS_POST_BUILD_SCRIPT")
 OPTION = re.compile(r"^(?:# )?(BR2_\w+)(?:=(.*)| is not set)$")
 
 Tree = namedtuple("Tree", "path br_version board_defconfig")

@@ -36,6 +36,7 @@ FILES = (
     ("buildroot-package/package/camagent/S95camagent", "etc/init.d/S95camagent", 0o755),
     ("overlay/etc/init.d/S34boardpower", "etc/init.d/S34boardpower", 0o755),
     ("overlay/etc/camagent.json", "etc/camagent.json", 0o644),
+    ("overlay/etc/wireless/usb-camagent", "etc/wireless/usb-camagent", 0o755),
 )
 MPY_TARGET = "usr/lib/micropython"          # camagent/*.mpy and umqtt/simple.mpy
 MICROPYTHON_TARGET = "usr/bin/micropython"

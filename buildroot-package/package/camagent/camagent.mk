@@ -44,6 +44,8 @@ define CAMAGENT_INSTALL_TARGET_CMDS
 		$(TARGET_DIR)/etc/camagent.json
 	$(SED) 's/"board": "[^"]*"/"board": "$(CAMAGENT_BOARD)"/' \
 		$(TARGET_DIR)/etc/camagent.json
+	$(INSTALL) -D -m 0755 $(@D)/overlay/etc/wireless/usb-camagent \
+		$(TARGET_DIR)/etc/wireless/usb-camagent
 endef
 
 define CAMAGENT_INSTALL_INIT_SYSV
