@@ -243,3 +243,39 @@ def test_forget_removes_a_retired_cameras_retained_messages(tmp_path, capsys):
     finally:
         agent.close()
         broker.kill()
+
+
+def test_the_answer_is_the_commands_own_under_a_busy_automation(tmp_path, capsys):
+    """Another client toggles a LED every 20 ms: each of its commands raises the agent's
+    count and brings a state, but `ctl home` must only answer once homing has ended."""
+    broker = Mosquitto(tmp_path / "broker").start()
+    agent = Agent(tmp_path, broker, device_id="busy", sd_reset_on_start=False).start()
+    stop = threading.Event()
+    try:
+        w = Watcher(broker, ["camagent/busy/availability"])
+        w.wait_for(lambda t, p: p == b"online", "the agent online")
+
+        def automation():
+            for i in itertools.count():
+                if stop.wait(0.02):
+                    return
+                w.publish("camagent/busy/led_red/set", b"ON" if i % 2 else b"OFF", qos=0)
+        threading.Thread(target=automation, daemon=True).start()
+        for _ in range(3):
+            assert cli.main(["ctl", "--broker", broker.url, "--timeout", "60", "home"]) == 0
+            out = capsys.readouterr().out
+            assert out.startswith("busy: homed; parked at"), out
+            # what the camera says right now, not what ctl believed
+            link = Link(broker.url)
+            try:
+                link.subscribe("camagent/busy/state")
+                state = json.loads(link.last["camagent/busy/state"])
+            finally:
+                link.close()
+            for axis in ("pan", "tilt"):
+                assert state[axis]["homed"] and not state[axis]["moving"], state[axis]
+    finally:
+        stop.set()
+        w.close()
+        agent.close()
+        broker.kill()

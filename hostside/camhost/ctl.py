@@ -244,16 +244,56 @@ def _still(state):
     return not state["pan"]["moving"] and not state["tilt"]["moving"]
 
 
+# What a command's own result looks like. Any client's accepted command raises the
+# agent's count and brings a state, so the count alone does not say whose it was: an
+# automation toggling a LED would otherwise answer for `ctl home` (issue 9, item 14).
+def _homing_done():
+    seen = {}
+
+    def done(state):
+        axes = (state["pan"], state["tilt"])
+        if any(a["moving"] or not a["homed"] for a in axes):
+            seen["run"] = True      # the homing run itself
+            return False
+        return bool(seen) and all(a["homed"] for a in axes)
+    return done
+
+
+def _at(requested):
+    """Still, and every requested axis where the (clamped) request puts it."""
+    def done(state):
+        if not _still(state):
+            return False
+        for axis, deg in requested.items():
+            if deg is None:
+                continue
+            try:
+                want = float(deg)
+            except ValueError:
+                return True         # the agent refuses it: its error answers
+            a = state[axis]
+            if abs(a["position"] - min(max(want, a["min"]), a["max"])) > 0.11:
+                return False
+        return True
+    return done
+
+
+def _shows(key, value):
+    return lambda state: state.get(key) == value
+
+
 def command(agent, args):
     """Send the command `args` describes; return (state, summary line)."""
     c = args.ctl_command
     if c in ("pan", "tilt"):
-        st = agent.send("%s/%s" % (c, "step" if args.by else "set"), args.degrees, _still)
+        done = _still if args.by else _at({c: args.degrees})
+        st = agent.send("%s/%s" % (c, "step" if args.by else "set"), args.degrees, done)
         return st, "%s at %s" % (c, _deg(st[c]["position"]))
     if c == "ptz":
         fields = ", ".join('"%s": %s' % (key, _json_value(getattr(args, key)))
                            for key in ("pan", "tilt", "speed") if getattr(args, key) is not None)
-        st = agent.send("ptz/set", "{%s}" % fields, _still)
+        st = agent.send("ptz/set", "{%s}" % fields,
+                        _at({k: getattr(args, k) for k in ("pan", "tilt")}))
         return st, "pan at %s, tilt at %s" % (_deg(st["pan"]["position"]),
                                               _deg(st["tilt"]["position"]))
     if c == "move":
@@ -265,7 +305,7 @@ def command(agent, args):
         return st, "stopped at pan %s, tilt %s" % (_deg(st["pan"]["position"]),
                                                    _deg(st["tilt"]["position"]))
     if c == "home":
-        st = agent.send("ptz/home", "HOME", _still)
+        st = agent.send("ptz/home", "HOME", _homing_done())
         if not (st["pan"]["homed"] and st["tilt"]["homed"]):
             raise CamhostError("%s: homing was interrupted before both axes were homed"
                                % agent.id, 1)
@@ -275,14 +315,16 @@ def command(agent, args):
         return _preset(agent, args)
     if c == "ir":
         key = "ir_led" if args.part == "led" else "ir_cut"
-        st = agent.send(key + "/set", args.value.upper())
+        st = agent.send(key + "/set", args.value.upper(), _shows(key, args.value.upper()))
         return st, "IR LED %s, IR-cut %s" % (st["ir_led"], st["ir_cut"])
     if c == "night":
-        st = agent.send("night_mode/set", args.mode.upper())
+        st = agent.send("night_mode/set", args.mode.upper(),
+                        _shows("night_mode", args.mode.upper()))
         return st, "night mode %s (IR LED %s, IR-cut %s)" % (st["night_mode"], st["ir_led"],
                                                              st["ir_cut"])
     if c == "led":
-        st = agent.send("led_%s/set" % args.color, args.mode.upper())
+        st = agent.send("led_%s/set" % args.color, args.mode.upper(),
+                        _shows("led_" + args.color, args.mode.upper()))
         return st, "%s LED %s" % (args.color, st["led_" + args.color])
     raise CamhostError("unknown ctl command %r" % c, 2)
 
