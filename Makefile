@@ -8,12 +8,12 @@ BUILD := build
 
 # Debian packages the tests and tools run for real.
 APT_PACKAGES := python3-venv mosquitto mosquitto-clients flashrom squashfs-tools u-boot-tools \
-	shellcheck inotify-tools openssl xz-utils busybox ffmpeg \
+	shellcheck inotify-tools openssl xz-utils busybox ffmpeg libubootenv-tool \
 	python3-gi python3-gst-1.0 gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base \
 	gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-libav
 # Commands those packages provide, used to decide whether apt-get is needed.
 APT_COMMANDS := mosquitto mosquitto_pub flashrom mksquashfs unsquashfs mkimage \
-	shellcheck inotifywait openssl xz busybox ffmpeg ffprobe
+	shellcheck inotifywait openssl xz busybox ffmpeg ffprobe fw_printenv
 # Python modules from Debian (the RTSP server runs under /usr/bin/python3 for its gi).
 APT_PYMODULES := venv gi
 
