@@ -279,3 +279,39 @@ def test_the_answer_is_the_commands_own_under_a_busy_automation(tmp_path, capsys
         w.close()
         agent.close()
         broker.kill()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--timeout", "0", "list"], "give a timeout from 0 to 3600 s"),
+    (["--timeout", "-1", "list"], "give a timeout from 0 to 3600 s"),
+    (["led", "blue", "on"], "LED 'blue' is not one of green, red"),
+    (["led", "green", "dim"], "MODE 'dim' is not one of ON, OFF, BLINK"),
+    (["night", "dusk"], "MODE 'dusk' is not one of DAY, NIGHT, AUTO"),
+    (["move", "north"], "DIRECTION 'north' is not one of LEFT, RIGHT, UP, DOWN"),
+    (["preset", "save"], "preset save needs a NAME"),
+    (["ir", "cut", "ON"], "ir cut: 'ON' is not one of DAY, NIGHT"),
+])
+def test_the_cli_refuses_bad_words_before_connecting(argv, message, capsys):
+    # a closed port: nothing may be sent, so no connection is even tried
+    with pytest.raises(SystemExit) if message.startswith(("give", "LED", "MODE", "DIRECTION")) \
+            else _no_raise():
+        code = cli.main(["ctl", "--broker", "mqtt://127.0.0.1:1"] + argv)
+        assert code == 2
+    err = capsys.readouterr().err
+    assert message in err and "nothing is listening" not in err, err
+
+
+class _no_raise:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_single_command_help_lists_the_accepted_values(capsys):
+    for argv, words in ((["night"], "DAY, NIGHT, AUTO"), (["move"], "LEFT, RIGHT, UP, DOWN"),
+                        (["led"], "ON, OFF, BLINK")):
+        with pytest.raises(SystemExit):
+            cli.main(["ctl"] + argv + ["--help"])
+        assert words in capsys.readouterr().out

@@ -28,10 +28,41 @@ def register(subparsers):
     p.add_argument("--broker", metavar="URL", default=None, help="MQTT broker URL")
     p.add_argument("--device", metavar="ID", help="agent device id (default: the only one online)")
     p.add_argument("--prefix", default=DEFAULT_PREFIX, help="topic prefix (default %(default)s)")
-    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S",
+    p.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT_S, metavar="S",
                    help="seconds to wait for the result (default %(default)s)")
     add_commands(p)
     p.set_defaults(func=main)
+
+
+# The agent's vocabulary (agent/camagent/commands.py): checked here, before anything is
+# sent, so every wrong word gets the same kind of answer in the words the user typed.
+DIRECTIONS = ("LEFT", "RIGHT", "UP", "DOWN")
+NIGHT_MODES = ("DAY", "NIGHT", "AUTO")
+LEDS = ("green", "red")
+LED_MODES = ("ON", "OFF", "BLINK")
+IR_VALUES = {"led": ("ON", "OFF"), "cut": ("DAY", "NIGHT")}
+
+
+def _word(what, accepted, upper=True):
+    def parse(text):
+        word = text.upper() if upper else text.lower()
+        if word not in accepted:
+            raise argparse.ArgumentTypeError("%s %r is not one of %s"
+                                             % (what, text, ", ".join(accepted)))
+        return word
+    parse.__name__ = what
+    return parse
+
+
+def _seconds(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not a number of seconds" % text)
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError("%s: give a timeout from 0 to 3600 s (more than 0)"
+                                         % text)
+    return value
 
 
 def add_commands(parser):
@@ -56,24 +87,40 @@ def add_commands(parser):
     z.add_argument("--tilt", metavar="DEG")
     z.add_argument("--speed", metavar="DEG_PER_S")
     m = sub.add_parser("move", help="one increment LEFT, RIGHT, UP or DOWN")
-    m.add_argument("direction", metavar="DIRECTION")
+    m.add_argument("direction", type=_word("DIRECTION", DIRECTIONS), metavar="DIRECTION",
+                   help="one of %s (any case)" % ", ".join(DIRECTIONS))
     sub.add_parser("stop", help="stop both motors now")
     sub.add_parser("home", help="find the mechanical zero of both axes, then park")
     r = sub.add_parser("preset", help="save, goto or delete a named position; list them")
     r.add_argument("action", choices=("save", "goto", "delete", "list"))
-    r.add_argument("name", nargs="?", default="")
+    r.add_argument("name", nargs="?", default="", help="the preset's name (not for list)")
     i = sub.add_parser("ir", help="IR illuminator (led ON|OFF) or IR-cut filter (cut DAY|NIGHT)")
     i.add_argument("part", choices=("led", "cut"))
-    i.add_argument("value", metavar="VALUE")
+    i.add_argument("value", metavar="VALUE", help="led: ON or OFF; cut: DAY or NIGHT (any case)")
     n = sub.add_parser("night", help="night mode DAY, NIGHT or AUTO")
-    n.add_argument("mode", metavar="MODE")
+    n.add_argument("mode", type=_word("MODE", NIGHT_MODES), metavar="MODE",
+                   help="one of %s (any case)" % ", ".join(NIGHT_MODES))
     e = sub.add_parser("led", help="front LED green|red ON, OFF or BLINK")
-    e.add_argument("color", choices=("green", "red"))
-    e.add_argument("mode", metavar="MODE")
+    e.add_argument("color", type=_word("LED", LEDS, upper=False), metavar="LED",
+                   help="one of %s" % ", ".join(LEDS))
+    e.add_argument("mode", type=_word("MODE", LED_MODES), metavar="MODE",
+                   help="one of %s (any case)" % ", ".join(LED_MODES))
     return sub
 
 
+def check(args):
+    """What argparse cannot say about one argument alone, before anything connects."""
+    c = args.ctl_command
+    if c == "preset" and args.action != "list" and not args.name:
+        raise CamhostError("preset %s needs a NAME: camhost ctl preset %s NAME"
+                           % (args.action, args.action), 2)
+    if c == "ir" and args.value.upper() not in IR_VALUES[args.part]:
+        raise CamhostError("ir %s: %r is not one of %s" % (args.part, args.value,
+                           ", ".join(IR_VALUES[args.part])), 2)
+
+
 def main(args):
+    check(args)
     link = Link(args.broker or default_broker())
     try:
         return run(link, args, sys.stdout)
@@ -115,6 +162,7 @@ def execute(link, argv, prefix=DEFAULT_PREFIX, device=None, timeout=DEFAULT_TIME
     parser = argparse.ArgumentParser(prog="camhost ctl", add_help=False)
     add_commands(parser)
     args = parser.parse_args(argv)
+    check(args)
     return command(Agent(link, prefix, device, timeout), args)
 
 
