@@ -116,6 +116,7 @@ flash: venv
 	$(PY) -m camhost flash $(IMAGE)
 
 flash-uboot: venv
+	@[ -n "$(SERVER_IP)" ] && [ -n "$(CAMERA_IP)" ] || { echo "make flash-uboot needs SERVER_IP=this computer's address and CAMERA_IP=a free address for the camera, on the camera's Ethernet"; exit 2; }
 	$(PY) -m camhost flash-uboot $(IMAGE) --port $(PORT) --server-ip $(SERVER_IP) --camera-ip $(CAMERA_IP)
 
 clean:

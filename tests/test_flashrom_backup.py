@@ -77,6 +77,7 @@ def test_backup_refuses_a_chip_that_reads_blank(tmp_path, capsys):
     assert main(["backup"] + flash_args(blank, tmp_path / "backups")) == 1
     assert "reads as all 0xff" in capsys.readouterr().err
     assert backups_in(tmp_path / "backups") == []
+    assert not os.path.exists(tmp_path / "backups")   # no empty directory left behind
 
 
 def test_programmer_missing_from_flashrom_help(chip, tmp_path, capsys, flashrom_wrapper):

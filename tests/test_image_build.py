@@ -207,7 +207,10 @@ def test_broken_trees_are_refused(tree, tmp_path, capsys, damage, message):
     err = capsys.readouterr().err
     assert code == 1 and message in err
     if damage == "missing":
-        assert "git clone https://github.com/OpenIPC/firmware" in err
+        assert "git clone https://github.com/OpenIPC/firmware %s`" % path in err
+    elif damage != "board":   # the directory is not empty: cloning into it would fail
+        assert "git clone https://github.com/OpenIPC/firmware %s`" % (path / "openipc-firmware") \
+            in err
 
 
 def test_failed_build_reports_the_log_tail(tree, tmp_path):

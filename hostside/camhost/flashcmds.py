@@ -175,6 +175,16 @@ def cmd_restore(args):
 # --- building blocks ------------------------------------------------------------------
 def read_backup(fr, store, chip, first_read=None):
     """Read the chip twice (or once more after `first_read`), compare, store the dump."""
+    created = not os.path.isdir(store.directory)
+    try:
+        return _read_backup(fr, store, chip, first_read)
+    finally:
+        # a failed first backup leaves no empty backups/ behind to puzzle over
+        if created and os.path.isdir(store.directory) and not os.listdir(store.directory):
+            os.rmdir(store.directory)
+
+
+def _read_backup(fr, store, chip, first_read):
     with tempfile.TemporaryDirectory(prefix=".camhost-", dir=_ensure_dir(store)) as tmp:
         first = os.path.join(tmp, "read1.bin")
         if first_read:

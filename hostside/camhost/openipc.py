@@ -45,8 +45,11 @@ Plan = namedtuple("Plan", "tree output buildroot defconfig_path defconfig linux_
 
 def check_tree(path, b):
     """The OpenIPC firmware tree at `path`, or a CamhostError saying what is missing."""
+    # never suggest cloning into a directory that exists and holds something else
+    target = path if not (os.path.isdir(path) and os.listdir(path)) else \
+        os.path.join(path, "openipc-firmware")
     how = ("clone it with `git clone https://github.com/OpenIPC/firmware %s` and pass "
-           "--openipc (make image OPENIPC=DIR)" % path)
+           "--openipc %s (make image OPENIPC=DIR)" % (target, target))
     if not os.path.isdir(path):
         raise CamhostError("OpenIPC firmware tree not found at %s: %s" % (path, how))
     makefile = os.path.join(path, "Makefile")
