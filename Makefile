@@ -62,15 +62,19 @@ deps:
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) >/dev/null; \
 	fi
 
+# Quiet apart from progress: pip's output goes to build/venv.log, shown when it fails.
 $(VENV)/.stamp: hostside/pyproject.toml requirements-dev.txt
-	$(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -r requirements-dev.txt -e hostside
-	touch $@
+	@echo "setting up .venv (camhost and the test tools; log: $(BUILD)/venv.log)"
+	@mkdir -p $(BUILD)
+	@{ $(PYTHON) -m venv $(VENV) && $(PIP) install -q --upgrade pip && \
+	   $(PIP) install -q -r requirements-dev.txt -e hostside; } >$(BUILD)/venv.log 2>&1 || \
+	 { tail -n 20 $(BUILD)/venv.log >&2; echo "setting up .venv failed (python3-venv missing? run make deps)" >&2; exit 1; }
+	@touch $@
 
 $(UMQTT): | $(VENV)/.stamp
-	rm -rf $(BUILD)/pipdl && mkdir -p $(BUILD)/pipdl $(dir $@)
-	TMPDIR=$(abspath $(BUILD))/pipdl $(PIP) download --no-deps --no-binary :all: \
+	@echo "fetching umqtt.simple $(UMQTT_VERSION) (what MicroPython 1.22 ships)"
+	@rm -rf $(BUILD)/pipdl && mkdir -p $(BUILD)/pipdl $(dir $@)
+	@TMPDIR=$(abspath $(BUILD))/pipdl $(PIP) download --no-deps --no-binary :all: \
 		--no-clean -d $(BUILD)/pipdl/dl micropython-umqtt-simple==$(UMQTT_VERSION) \
 		>$(BUILD)/pipdl/log 2>&1 || true
 	@src=$$(ls $(BUILD)/pipdl/pip-download-*/*/umqtt/simple.py 2>/dev/null); \
@@ -80,8 +84,8 @@ $(UMQTT): | $(VENV)/.stamp
 		exit 1; \
 	fi; \
 	cp "$$src" $@
-	touch $(dir $@)__init__.py
-	rm -rf $(BUILD)/pipdl
+	@touch $(dir $@)__init__.py
+	@rm -rf $(BUILD)/pipdl
 
 venv: $(VENV)/.stamp $(UMQTT)
 
