@@ -39,6 +39,25 @@ def ensure_dir(path):
         os.mkdir(path)
 
 
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _axis_fault(saved, axis):
+    """Why `saved` is not a position `axis` can be at, or None when it is one."""
+    if not isinstance(saved, dict):
+        return "no %s position" % axis.name
+    steps, phase = saved.get("steps"), saved.get("phase")
+    # exact types: int() would turn 3.7 into 3 and bool() would make "false" true
+    if not (_is_int(steps) and _is_int(phase) and isinstance(saved.get("homed"), bool)):
+        return "%s position is not whole steps, phase and homed" % axis.name
+    if not axis.min_steps <= steps <= axis.max_steps:
+        return "%s steps %d outside %d..%d" % (axis.name, steps, axis.min_steps, axis.max_steps)
+    if not 0 <= phase < 8:
+        return "%s phase %d outside 0..7" % (axis.name, phase)
+    return None
+
+
 class PositionStore:
     """Saves the axes' positions; a loop device for the deferred save."""
 
@@ -49,14 +68,41 @@ class PositionStore:
         self._at_rest_on_disk = None
         self.due = None
         self.writes = 0  # for tests and the flash-wear benchmark
-        self.error = None
+        self.write_error = None
+        self.load_error = None   # kept for the session: the axes stay unhomed
+
+    @property
+    def error(self):
+        """The sentence for the state's problems, or None."""
+        return self.write_error or self.load_error
 
     def load(self):
+        """The saved positions when the file holds a trusted rest position for every
+        axis, else None (the axes start at park, not homed). A damaged file is reported
+        in `error`, never raised: a bad sector must not stop the agent starting."""
         data = read_json(self.path)
-        if not isinstance(data, dict):
-            return None
-        self._at_rest_on_disk = data.get("at_rest") is True
-        return data if self._at_rest_on_disk else None
+        if data is None:
+            try:
+                os.stat(self.path)
+            except OSError:
+                return None      # none saved yet
+            return self._damaged("not JSON")
+        if not isinstance(data, dict) or not isinstance(data.get("at_rest"), bool):
+            return self._damaged("not a position file")
+        self._at_rest_on_disk = data["at_rest"]
+        if not self._at_rest_on_disk:
+            return None          # a move was cut short: normal after a power cut
+        for name, axis in self._cam.axes.items():
+            fault = _axis_fault(data.get(name), axis)
+            if fault:
+                return self._damaged(fault)
+        return data
+
+    def _damaged(self, why):
+        self._at_rest_on_disk = None     # rewrite it at the next chance
+        self.load_error = "%s is damaged (%s); starting at the park position, not homed" % (
+            self.path, why)
+        return None
 
     def moving(self):
         """A move starts: make sure the file no longer claims a valid rest position."""
@@ -91,10 +137,10 @@ class PositionStore:
             write_json(self.path, doc)
         except OSError as e:
             # losing the saved position only costs a homing; keep driving the motors
-            self.error = "cannot save position to %s: %s" % (self.path, e)
+            self.write_error = "cannot save position to %s: %s" % (self.path, e)
             self._cam.changed()
             return
-        self.error = None
+        self.write_error = None
         self._at_rest_on_disk = at_rest
         self._writes_gap.mark(self._cam.now())
         self.writes += 1
