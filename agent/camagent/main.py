@@ -11,8 +11,15 @@ USAGE = """usage: camagent [-c FILE] [--version]
   -c FILE    config file (default %s)""" % DEFAULT_PATH
 
 
+def _say(message):
+    try:
+        print("camagent: " + message, file=sys.stderr)
+    except BaseException:
+        pass        # no heap, or no stderr: the message is the one thing to lose
+
+
 def _fail(message, code):
-    print("camagent: " + message, file=sys.stderr)
+    _say(message)
     return code
 
 
@@ -54,7 +61,12 @@ def main(argv):
         code = _fail("hardware failure, motors stopped: %s" % e, 1)
     finally:
         if session is not None:
-            session.close()
+            try:
+                session.close()
+            except BaseException as e:
+                # anything, even MemoryError "heap is locked" after a broken read: the
+                # coils below must still go low and the pins be released
+                _say("cannot close the MQTT session: %r" % (e,))
         try:
             camera.close()
         except GpioError as e:
