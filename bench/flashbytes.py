@@ -35,7 +35,7 @@ ROOT_FILES = (("bin/busybox", 420), ("lib/libc.so", 560), ("lib/libgcc_s.so.1", 
               ("usr/bin/majestic", 1150), ("usr/bin/micropython", 330),
               ("usr/lib/libmpi.so", 780), ("usr/lib/sensors/imx335.bin", 150),
               ("usr/sbin/ssv6x5x-wifi.cfg", 4), ("usr/share/fonts/font.bin", 120),
-              ("etc/majestic.yaml", 6), ("etc/init.d/S95camagent", 2))
+              ("etc/majestic.yaml", 6), ("etc/init.d/S96camagent", 2))
 
 
 def _put(image, name, data):

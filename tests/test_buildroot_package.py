@@ -204,7 +204,7 @@ start() {
                                "attributes order: type, default, depends on, select, help",
                                "default should be indented with one tab",
                                "BR2_PACKAGE_CAMAGENT_NOHELP has no help text"]),
-    ("S95camagent", BAD_INIT, ["should be indented with tabs",
+    ("S96camagent", BAD_INIT, ["should be indented with tabs",
                                "do not include a path in DAEMON",
                                "file name should be S<NN>camagent2",
                                'PIDFILE should be "/var/run/$DAEMON.pid"']),
@@ -226,9 +226,9 @@ def test_style_check_catches_violations(tmp_path, name, text, expected):
 
 
 def test_style_check_wants_package_init_scripts_non_executable(tmp_path):
-    script = tmp_path / "package" / "S95camagent"
+    script = tmp_path / "package" / "S96camagent"
     script.parent.mkdir()
-    shutil.copyfile(os.path.join(EXTERNAL, "package", "camagent", "S95camagent"), script)
+    shutil.copyfile(os.path.join(EXTERNAL, "package", "camagent", "S96camagent"), script)
     assert checkpackage.check(str(script)) == []
     os.chmod(script, 0o755)
     assert "does not need to be executable" in "\n".join(checkpackage.check(str(script)))

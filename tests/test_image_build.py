@@ -56,8 +56,8 @@ all:
 \t@echo "all O=$(O) BR2_EXTERNAL=$(BR2_EXTERNAL)"
 \t@mkdir -p $(O)/images $(O)/build $(O)/target/usr/bin $(O)/target/etc/init.d
 \t@head -c 150000 /dev/urandom > $(O)/target/usr/bin/micropython
-\t@printf '#!/bin/sh\\n' > $(O)/target/etc/init.d/S95camagent
-\t@printf 'micropython,./usr/bin/micropython\\ncamagent,./etc/init.d/S95camagent\\n' \\
+\t@printf '#!/bin/sh\\n' > $(O)/target/etc/init.d/S96camagent
+\t@printf 'micropython,./usr/bin/micropython\\ncamagent,./etc/init.d/S96camagent\\n' \\
 \t\t> $(O)/build/packages-file-list.txt
 \t@head -c 1000000 /dev/urandom > $(O)/kernel.bin
 \t@mkimage -A arm -O linux -T kernel -C none -a 0x21000000 -e 0x21000000 \\

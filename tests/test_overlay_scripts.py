@@ -1,5 +1,5 @@
 """The init scripts: syntax, shellcheck, S34boardpower against a fake sysfs GPIO tree,
-S95camagent's supervisor with an agent stand-in that crashes, runs or ignores SIGINT.
+S96camagent's supervisor with an agent stand-in that crashes, runs or ignores SIGINT.
 
 The scripts run with the real start-stop-daemon and logger: Debian's (dpkg, util-linux)
 and, when busybox is installed, busybox's applets as on the camera. A `logger` on PATH
@@ -22,8 +22,8 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 S34 = os.path.join(ROOT, "overlay", "etc", "init.d", "S34boardpower")
-S95 = os.path.join(ROOT, "buildroot-package", "package", "camagent", "S95camagent")
-SCRIPTS = (S34, S95)
+S96 = os.path.join(ROOT, "buildroot-package", "package", "camagent", "S96camagent")
+SCRIPTS = (S34, S96)
 BUSYBOX = shutil.which("busybox")
 
 
@@ -204,7 +204,7 @@ def test_boardpower_stop_leaves_power_on(fake_gpio, tmp_path):
     assert gpio.events == []
 
 
-# --- S95camagent ---------------------------------------------------------------------------
+# --- S96camagent ---------------------------------------------------------------------------
 
 STAND_IN = r'''
 import json, os, signal, sys, time
@@ -268,7 +268,7 @@ FLAVOURS = ["debian"] + (["busybox"] if BUSYBOX else [])
 
 
 class Service:
-    """S95camagent pointed (through CAMAGENT_DEFAULTS) at files under tmp_path."""
+    """S96camagent pointed (through CAMAGENT_DEFAULTS) at files under tmp_path."""
 
     def __init__(self, tmp_path, flavour, modes, **settings):
         self.tmp = tmp_path
@@ -302,9 +302,9 @@ class Service:
                         PYTHONPATH=str(tmp_path / "py"), PYTHONDONTWRITEBYTECODE="1",
                         LOGGER_SPY=str(self.logger_log), PATH=spy_path(tmp_path, flavour))
 
-    def run(self, action):
-        return subprocess.run(self.shell + [S95, action], env=self.env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, timeout=60)
+    def run(self, action, cwd=None):
+        return subprocess.run(self.shell + [S96, action], env=self.env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, timeout=60, cwd=cwd)
 
     def agent_events(self):
         if not self.agent_log.exists():
@@ -397,6 +397,29 @@ def test_stop_sends_sigint_so_the_agent_cleans_up(service, flavour):
     assert not s.pidfile.exists() and not s.supervisor_pidfile.exists()
     time.sleep(1.5)                    # longer than the restart delay
     assert [e[0] for e in s.agent_events()] == ["start", "cleanup"]   # not restarted
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_camagent_folder_in_the_start_directory_does_not_shadow_the_package(
+        service, flavour, tmp_path):
+    # `python -m`, like MicroPython, looks in the current directory first
+    s = service(flavour, ["run"])
+    work = tmp_path / "checkout"
+    (work / "camagent").mkdir(parents=True)
+    (work / "camagent" / "__init__.py").write_text("")
+    (work / "camagent" / "__main__.py").write_text(
+        "open(%r, 'a').write('shadow 0 0\\n')\n" % str(s.agent_log))
+    assert s.run("start", cwd=str(work)).returncode == 0
+    wait_for(lambda: s.agent_events(), 10, "the agent to start")
+    assert s.run("stop").returncode == 0
+    assert [e[0] for e in s.agent_events()] == ["start", "cleanup"]
+
+
+def test_camagent_starts_after_majestic():
+    # rc runs /etc/init.d/S??* in glob (name) order
+    names = sorted(["S95majestic", os.path.basename(S96), "S99local", "S40network"])
+    assert names.index(os.path.basename(S96)) == names.index("S95majestic") + 1
+    assert re.fullmatch(r"S(\d\d)camagent", os.path.basename(S96)).group(1) > "95"
 
 
 @pytest.mark.parametrize("flavour", FLAVOURS)

@@ -231,11 +231,11 @@ def test_rootfs_gets_the_agent_scripts_config_and_interpreter(release, repacked,
     config = json.loads((x / "etc/camagent.json").read_text())
     assert config["board"] == BOARD and config["mqtt"]["host"] == "edit-me.invalid"
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    for rel, src in (("etc/init.d/S95camagent", "buildroot-package/package/camagent/S95camagent"),
+    for rel, src in (("etc/init.d/S96camagent", "buildroot-package/package/camagent/S96camagent"),
                      ("etc/init.d/S34boardpower", "overlay/etc/init.d/S34boardpower")):
         assert (x / rel).read_bytes() == open(os.path.join(repo, src), "rb").read()
     listing = ls(repacked["rootfs"])
-    assert listing["etc/init.d/S95camagent"][:2] == ("-rwxr-xr-x", "0/0")
+    assert listing["etc/init.d/S96camagent"][:2] == ("-rwxr-xr-x", "0/0")
     assert listing["etc/init.d/S34boardpower"][:2] == ("-rwxr-xr-x", "0/0")
     assert listing["usr/bin/micropython"][:2] == ("-rwxr-xr-x", "0/0")
     assert listing["etc/camagent.json"][:2] == ("-rw-r--r--", "0/0")

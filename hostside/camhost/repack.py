@@ -33,7 +33,7 @@ UMQTT_SOURCE = os.path.join(ROOT, "build", "vendor", "umqtt", "simple.py")
 # What the agent adds besides the interpreter and the .mpy files:
 # (source relative to the project root, path in the rootfs, mode)
 FILES = (
-    ("buildroot-package/package/camagent/S95camagent", "etc/init.d/S95camagent", 0o755),
+    ("buildroot-package/package/camagent/S96camagent", "etc/init.d/S96camagent", 0o755),
     ("overlay/etc/init.d/S34boardpower", "etc/init.d/S34boardpower", 0o755),
     ("overlay/etc/camagent.json", "etc/camagent.json", 0o644),
     ("overlay/etc/wireless/usb-camagent", "etc/wireless/usb-camagent", 0o755),

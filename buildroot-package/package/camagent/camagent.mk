@@ -49,8 +49,8 @@ define CAMAGENT_INSTALL_TARGET_CMDS
 endef
 
 define CAMAGENT_INSTALL_INIT_SYSV
-	$(INSTALL) -D -m 0755 $(CAMAGENT_PKGDIR)/S95camagent \
-		$(TARGET_DIR)/etc/init.d/S95camagent
+	$(INSTALL) -D -m 0755 $(CAMAGENT_PKGDIR)/S96camagent \
+		$(TARGET_DIR)/etc/init.d/S96camagent
 	$(INSTALL) -D -m 0755 $(@D)/overlay/etc/init.d/S34boardpower \
 		$(TARGET_DIR)/etc/init.d/S34boardpower
 endef
