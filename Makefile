@@ -95,7 +95,7 @@ test: deps venv
 demo: deps venv
 	@$(PY) -m camhost demo $(ARGS)
 
-docs: venv
+docs: deps venv
 	$(PY) -m camhost.docfigures --write
 
 bench: deps venv

@@ -250,7 +250,8 @@ class Agent:
 
         The agent counts the commands it accepts in its state document and publishes
         the state after each one (a rejection is answered on the error topic only),
-        so the first state whose count has gone up is the answer to ours.
+        so the answer to ours is the first later state, counted after ours, that shows
+        what the command must produce (`done`).
         """
         if self.availability != "online":
             raise CamhostError("agent %s is %s; nothing sent" % (self.id, self.availability or
@@ -262,9 +263,14 @@ class Agent:
         self.link.publish(topic, raw)
         quoted = preview(raw)
         result = {}
+        cursor = [start]
 
         def answered():
-            for t, p in self.link.messages[start:]:
+            # Each message is judged once, in order: `done` may keep state (homing seen
+            # to run), so an earlier state must not be looked at again after a later one.
+            while cursor[0] < len(self.link.messages):
+                t, p = self.link.messages[cursor[0]]
+                cursor[0] += 1
                 if t == self.base + "/error":
                     doc = _json(p) or {}
                     if doc.get("topic") == topic and doc.get("payload") == quoted:
