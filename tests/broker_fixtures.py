@@ -234,9 +234,10 @@ class Watcher:
 class Agent:
     """The real agent (`python -m camagent`) on a simulated camera."""
 
-    def __init__(self, workdir, broker, device_id="testcam", mqtt=None, micropython=None, **cfg):
+    def __init__(self, workdir, broker, device_id="testcam", mqtt=None, micropython=None,
+                 sim_majestic=False, **cfg):
         self.micropython = micropython    # a MicroPython unix binary, instead of CPython
-        self.sim = SimCamera(os.path.join(str(workdir), "camera"))
+        self.sim = SimCamera(os.path.join(str(workdir), "camera"), majestic=sim_majestic)
         self.device_id = device_id
         self.base = "camagent/" + device_id
         self.broker = broker

@@ -1,5 +1,5 @@
 """The camera: every device built from the config's board profile, on one loop."""
-from . import boards
+from . import boards, daynight
 from .gpio import Gpio
 from .ir import Ir
 from .led import Led
@@ -52,6 +52,9 @@ class Camera:
         if cfg["light_file"]:
             self.light_source = FileLight(self, cfg["light_file"], cfg["light_poll_s"])
             self.loop.add(self.light_source)
+        self.snapshot = None       # the MQTT session's snapshot.Relay, when majestic is there
+        self.night_colour = None
+        self.majestic = daynight.attach(self, cfg)   # None without majestic.port
 
     def start(self):
         """Power-on actions: SD reader reset, known IR state, optional homing."""
@@ -106,7 +109,7 @@ class Camera:
         """Trouble the agent works around but the user should fix (a full flash, a bad
         light file), as sentences; empty when all is well."""
         found = []
-        for source in (self.positions, self.light_source):
+        for source in (self.positions, self.light_source, self.night_colour):
             if source is not None and source.error:
                 found.append(source.error)
         return found

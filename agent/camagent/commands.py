@@ -39,6 +39,7 @@ TOPICS = {
     "led_red/set": ("_led", "red"),
     "sd/reset": ("_sd_reset", None),
     "light/set": ("_light", None),
+    "snapshot/get": ("_snapshot", None),
 }
 
 
@@ -183,6 +184,11 @@ class Commands:
             raise CommandError("light level %s is out of range; 0 to 100 accepted"
                                % _fmt(level))
         self.cam.ir.set_light(level)
+
+    def _snapshot(self, payload, arg):
+        if self.cam.snapshot is None:
+            raise CommandError("snapshots need majestic: set majestic.port in the config")
+        self.cam.snapshot.request_snapshot("mqtt")   # errors follow on <base>/error
 
 
 # --- payload parsing ------------------------------------------------------------------

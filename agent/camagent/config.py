@@ -38,7 +38,11 @@ DEFAULTS = {
     "light_file": "",
     "light_poll_s": 10,
     "night": {"initial_mode": "AUTO", "dark_below": 20, "light_above": 40,
-              "min_dwell_s": 60},
+              "min_dwell_s": 60, "gain_poll_s": 5, "gain_on": 14000.0,
+              "gain_off": 2000.0},
+    # majestic (OpenIPC's streamer) on 127.0.0.1: snapshots, ISP gain, colour mode
+    "majestic": {"port": 0, "timeout_s": 10},   # port 0: no majestic (the image sets 80)
+    "snapshot": {"interval_s": 0, "retain": False, "query": ""},
     "led_blink_ms": 1000,
     "persist_min_interval_s": 30,
     "timer_spin_us": 0,
@@ -57,11 +61,15 @@ RANGES = {
     "night.light_above": (0, 100), "night.min_dwell_s": (0, TIMER_MAX_S),
     "led_blink_ms": (100, 10000), "persist_min_interval_s": (0, TIMER_MAX_S),
     "timer_spin_us": (0, 20000),
+    "night.gain_poll_s": (0, TIMER_MAX_S), "night.gain_on": (0, 1e9), "night.gain_off": (0, 1e9),
+    "majestic.port": (0, 65535), "majestic.timeout_s": (1, 60),
+    "snapshot.interval_s": (0, TIMER_MAX_S),
     "mqtt.port": (1, 65535), "mqtt.keepalive": (5, 3600), "mqtt.state_interval": (5, 86400),
     "mqtt.move_increment_deg": (0.1, 90),
     "ircut_pulse_ms": (20, 1000), "sd_reset_ms": (1, 1000),
 }
 RANGE_NOTES = {"light_poll_s": _TIMER_NOTE, "night.min_dwell_s": _TIMER_NOTE,
+               "night.gain_poll_s": _TIMER_NOTE, "snapshot.interval_s": _TIMER_NOTE,
                "persist_min_interval_s": _TIMER_NOTE}
 CHOICES = {"night.initial_mode": ("DAY", "NIGHT", "AUTO")}
 NONEMPTY = ("gpio_root", "proc_root", "state_dir", "mqtt.prefix", "mqtt.discovery_prefix")
@@ -212,6 +220,13 @@ def parse(text, path="(config)"):
     if night["dark_below"] >= night["light_above"]:
         raise ConfigError(path, "night", "dark_below must be lower than light_above "
                           "(the gap between them is the hysteresis)")
+    if night["gain_off"] >= night["gain_on"]:
+        raise ConfigError(path, "night", "gain_off must be lower than gain_on "
+                          "(the gap between them is the hysteresis)")
+    for ch in cfg["snapshot"]["query"]:
+        if not ("a" <= ch <= "z" or "A" <= ch <= "Z" or "0" <= ch <= "9" or ch in "=&_."):
+            raise ConfigError(path, "snapshot.query", "only letters, digits and = & _ . "
+                              "(such as width=640&height=360)")
     if not cfg["device_id"]:
         cfg["device_id"] = hostname()
     for ch in cfg["device_id"]:

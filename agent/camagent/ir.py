@@ -30,6 +30,7 @@ class Ir:
         self._pulsing = None     # the coil being driven
         self._pending = None     # cut requested during a pulse
         self._recheck = None     # AUTO looks again when the dwell time ends
+        self.on_switch = None    # told DAY/NIGHT when the mode switches (majestic's colour)
 
     @property
     def pulsing(self):
@@ -85,6 +86,8 @@ class Ir:
     def _apply(self, day_or_night):
         self.set_cut(day_or_night)
         self.set_led(day_or_night == "NIGHT")
+        if self.on_switch is not None:
+            self.on_switch(day_or_night)
 
     def _auto(self, now):
         """Switch with hysteresis, at most once per dwell time."""

@@ -1,20 +1,40 @@
-"""Talking to OpenIPC's majestic (the streamer) over its local HTTP port.
+"""Talking to OpenIPC's majestic (the streamer) over its HTTP port on loopback.
 
-Only the pure parsing lives here so far: the HTTP/1.0 status line and headers
-of an answer, and the `isp_again` line of `/metrics/isp` (Prometheus text),
-read one line at a time so the body is never held whole.
+Http is a loop device that runs one GET at a time and never waits: the
+connect is non-blocking, and the answer is read as the socket becomes readable,
+one buffer (2 KB) per wakeup, so motor steps keep their timing. What to do with
+an answer is the job's handler's business:
+
+    handler.head(status, length)  the answer's status and Content-Length (None
+                                  if absent); raises MajesticError to refuse it
+    handler.ready()               True when it can take a chunk now
+    handler.chunk(buf, n)         buf[:n] is the next piece of the body
+    handler.done(error)           the job ended: None, or a sentence saying why not
+
+Also here: the pure parsing of an answer's head and of `/metrics/isp` lines.
 """
+import select
+import socket
+
+from .compat import ticks_add, ticks_diff
+
+CHUNK = 2048              # the one read buffer: an answer head must fit in it
+CONNECT_CHECK_US = 2000   # how often a connect in progress is looked at
+BLOCKED_CHECK_US = 5000   # how often a handler that was not ready is asked again
+_EINPROGRESS = (115, 36)  # Linux, and the BSDs a developer may run the tests on
+_EAGAIN = (11, 35)
 
 
 class MajesticError(Exception):
     pass
 
 
-def parse_head(head):
+def parse_head(head, need_length=True):
     """(status, content_length) from the bytes before the blank line.
 
-    Content-Length is required: the snapshot relay needs it for the MQTT
-    header before the first byte of the image arrives.
+    Content-Length is required unless need_length is False (the length is then
+    None): the snapshot relay needs it for the MQTT header before the first
+    byte of the image arrives.
     """
     lines = head.split(b"\r\n")
     parts = lines[0].split(b" ", 2)
@@ -34,7 +54,7 @@ def parse_head(head):
                 raise MajesticError("majestic sent a bad Content-Length")
             if length < 0:
                 raise MajesticError("majestic sent a bad Content-Length")
-    if length is None:
+    if length is None and need_length:
         raise MajesticError("majestic sent no Content-Length")
     return status, length
 
@@ -59,3 +79,218 @@ def gain_from_line(line):
         return float(fields[0])
     except ValueError:
         return None
+
+
+class Http:
+    """GETs to majestic on 127.0.0.1:port, queued and run one at a time."""
+
+    def __init__(self, camera, port, timeout_s):
+        self._cam = camera
+        self._loop = camera.loop
+        self.port = port
+        self._addr = socket.getaddrinfo("127.0.0.1", port)[0][-1]
+        self._timeout_us = timeout_s * 1000000
+        self.buf = bytearray(CHUNK)
+        self._queue = []        # [path, handler] waiting their turn
+        self._job = None        # the [path, handler] running
+        self._sock = None
+        self._recv_into = None
+        self._poller = None
+        self._phase = None      # "connect", "head", "body" or "blocked"
+        self._fill = 0          # head bytes in buf
+        self._left = None       # body bytes still to come (None: until the end)
+        self.got = 0            # body bytes of the running job so far
+        self._deadline = None
+        self.due = None
+        self._loop.add(self)
+
+    @property
+    def busy(self):
+        return self._job is not None
+
+    def get(self, path, handler):
+        """Queue a GET; a handler already queued just gets the newer path.
+        False if the handler's GET is already running."""
+        if self._job is not None and self._job[1] is handler:
+            return False
+        for job in self._queue:
+            if job[1] is handler:
+                job[0] = path
+                return True
+        self._queue.append([path, handler])
+        if self._job is None:
+            self._start()
+        return True
+
+    # --- one job ----------------------------------------------------------------------
+    def _start(self):
+        if not self._queue:
+            return
+        self._job = job = self._queue.pop(0)
+        now = self._cam.now()
+        self._deadline = ticks_add(now, self._timeout_us)
+        self._fill = 0
+        self.got = 0
+        self._left = None
+        sock = socket.socket()
+        self._sock = sock
+        self._recv_into = getattr(sock, "recv_into", None) or sock.readinto
+        sock.setblocking(False)
+        try:
+            sock.connect(self._addr)
+        except OSError as e:
+            if e.args[0] not in _EINPROGRESS:
+                self._finish("majestic is not reachable on 127.0.0.1:%d (%s)"
+                             % (self.port, _why(e)))
+                return
+        self._poller = select.poll()
+        self._poller.register(sock, select.POLLOUT)
+        self._phase = "connect"
+        self.due = ticks_add(now, CONNECT_CHECK_US)
+
+    def tick(self, now):
+        if self._job is None:
+            self.due = None
+            return
+        if ticks_diff(now, self._deadline) >= 0:
+            self._finish("majestic did not answer %s within %d s (%s)" % (
+                self._job[0], self._timeout_us // 1000000,
+                "no answer yet" if self._phase in ("connect", "head") else
+                "%d bytes of the body so far" % self.got))
+            return
+        if self._phase == "connect":
+            self._connecting(now)
+        elif self._phase == "blocked":
+            self._phase = "body"
+            self._loop.watch(self._sock, self._readable)
+            self.due = self._deadline
+        else:
+            self.due = self._deadline
+
+    def _connecting(self, now):
+        event = 0
+        for obj, event in self._poller.poll(0):
+            break
+        if not event:
+            self.due = ticks_add(now, CONNECT_CHECK_US)
+            if ticks_diff(self.due, self._deadline) > 0:
+                self.due = self._deadline
+            return
+        request = b"GET " + self._job[0].encode() + b" HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"
+        try:
+            if event & (select.POLLERR | select.POLLHUP):
+                self._sock.send(request)   # raises the connect's error (ECONNREFUSED)
+                raise OSError(111)
+            self._sock.send(request)       # tens of bytes: fits the empty send buffer
+        except OSError as e:
+            self._finish("majestic is not running (127.0.0.1:%d: %s)" % (self.port, _why(e)))
+            return
+        self._poller = None
+        self._phase = "head"
+        self._loop.watch(self._sock, self._readable)
+        self.due = self._deadline
+
+    def _read(self, buf, n):
+        """Up to n bytes into buf: the count, 0 at the end, None when none are there yet."""
+        try:
+            return self._recv_into(buf, n)
+        except OSError as e:
+            if e.args[0] in _EAGAIN:
+                return None
+            raise
+
+    def _readable(self):
+        try:
+            if self._phase == "head":
+                self._read_head()
+            elif self._phase == "body":
+                self._read_body()
+        except MajesticError as e:
+            self._finish(str(e))
+        except OSError as e:
+            self._finish("reading %s from majestic failed: %s" % (self._job[0], _why(e)))
+
+    def _read_head(self):
+        buf = self.buf
+        mv = memoryview(buf)
+        n = self._read(mv[self._fill:], CHUNK - self._fill)
+        if n is None:
+            return
+        if n == 0:
+            raise MajesticError("majestic closed the connection before answering"
+                                if not self._fill else
+                                "majestic answered something that is not HTTP")
+        self._fill += n
+        end = buf.find(b"\r\n\r\n", 0, self._fill)
+        if end < 0:
+            if self._fill == CHUNK:
+                raise MajesticError("majestic's answer head is longer than %d bytes" % CHUNK
+                                    if buf.startswith(b"HTTP/") else
+                                    "majestic answered something that is not HTTP")
+            return
+        handler = self._job[1]
+        status, length = parse_head(bytes(mv[:end]), False)
+        handler.head(status, length)
+        self._left = length
+        self._phase = "body"
+        start = end + 4
+        extra = self._fill - start
+        if self._left is not None and extra > self._left:
+            extra = self._left
+        if extra > 0:   # the first body bytes came with the head: to the front
+            buf[:extra] = bytes(mv[start:start + extra])
+            self._deliver(extra)
+        elif self._left == 0:
+            self._finish(None)
+
+    def _read_body(self):
+        handler = self._job[1]
+        if not handler.ready():
+            # leave the data in the socket: watched, it would wake the loop at once
+            self._loop.unwatch(self._sock)
+            self._phase = "blocked"
+            self.due = ticks_add(self._cam.now(), BLOCKED_CHECK_US)
+            return
+        want = CHUNK if self._left is None or self._left > CHUNK else self._left
+        n = self._read(self.buf, want)
+        if n is None:
+            return
+        if n == 0:
+            if self._left is None:
+                self._finish(None)
+                return
+            raise MajesticError("majestic closed the connection after %d of %d bytes"
+                                % (self.got, self.got + self._left))
+        self._deliver(n)
+
+    def _deliver(self, n):
+        self.got += n
+        if self._left is not None:
+            self._left -= n
+        self._job[1].chunk(self.buf, n)
+        if self._left == 0 and self._job is not None:
+            self._finish(None)
+
+    def _finish(self, error):
+        job, self._job = self._job, None
+        sock, self._sock = self._sock, None
+        self._poller = None
+        self._recv_into = None
+        self._phase = None
+        self.due = None
+        if sock is not None:
+            self._loop.unwatch(sock)
+            try:
+                sock.close()
+            except OSError:
+                pass
+        if job is not None:
+            job[1].done(error)
+        if self._job is None:
+            self._start()
+
+
+def _why(e):
+    text = {111: "connection refused", 104: "connection reset", 32: "broken pipe",
+            113: "no route"}.get(e.args[0] if e.args else None)
+    return text or "%s %s" % (type(e).__name__, e)

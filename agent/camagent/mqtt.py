@@ -19,6 +19,7 @@ from .commands import CommandError, Commands, error_document
 from .compat import IS_MICROPYTHON, MinGap, ipoll, ticks_add, ticks_diff, ticks_ms
 from .discovery import Discovery
 from .presets import Presets
+from .snapshot import Relay
 from .status import Status
 
 IO_TIMEOUT_S = 5            # connect, TLS handshake, one packet: a stalled broker costs no more
@@ -109,6 +110,9 @@ class Session:
         self._publish_at = None    # coalesced state publication
         self._publish_gap = MinGap(PUBLISH_GAP_US)
         self._presets_seen = self.presets.changes
+        self.held = None   # a snapshot.Relay mid-packet: other publications wait for it
+        if camera.majestic is not None:
+            camera.snapshot = Relay(self, camera.majestic, cfg)
         self._retry_at = camera.now()   # first connection attempt on the first loop pass
         self.due = self._retry_at
         camera.on_change = self._changed
@@ -128,6 +132,9 @@ class Session:
             return
         if self._answer_by is not None and ticks_diff(now, self._answer_by) >= 0:
             self._lost("no answer to ping within %d s" % (self._answer_us // 1000000))
+            return
+        if self.held is not None:   # a snapshot is mid-packet: pings and state wait
+            self.due = ticks_add(now, BUSY_RETRY_US)
             return
         if self._publish_at is not None and ticks_diff(now, self._publish_at) >= 0:
             self._publish_state(now)
@@ -172,7 +179,8 @@ class Session:
             self._answer_by = None
             self._beat_at = ticks_add(now, self._beat_us)
             self._beats = 0
-            client.subscribe(self._prefix_b + b"#", 1)
+            # commands have two levels or more; <base>/snapshot (and state) never echo back
+            client.subscribe(self._prefix_b + b"+/+/#", 1)
             if self.discovery:
                 client.subscribe(self.t_ha_status, 1)
         except Exception as e:
@@ -218,6 +226,7 @@ class Session:
     def _close_socket(self):
         client, self.client = self.client, None
         self.connected = False
+        self.held = None
         self._answer_by = None
         self._publish_at = None
         self._poller = None
@@ -339,6 +348,9 @@ class Session:
     def _publish(self, topic, payload, retain=False):
         if not self.connected:
             return False
+        if self.held is not None:
+            self.held.hold(topic, payload, retain)
+            return True
         try:
             self.client.publish(topic, payload, retain)
         except Exception as e:

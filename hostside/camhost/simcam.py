@@ -7,6 +7,7 @@ SimCamera(root) lays out, in a scratch directory:
   proc/             meminfo, net/wireless, mounts (an SD card mounted on sd/), and
                     uptime (a link to the host's, so uptimes advance)
   state/            the agent's state_dir
+  majestic          optionally, a simulated majestic on a loopback port (simmajestic)
 and writes agent configs pointing at them. Only the kernel is simulated: the
 agent under test is the real one, writing the same files it writes on a camera.
 """
@@ -178,7 +179,7 @@ class GpioTree:
 class SimCamera(GpioTree):
     """A GpioTree under sys/class/gpio, plus /proc files and a state_dir."""
 
-    def __init__(self, root, sd_card=True, rssi=-58):
+    def __init__(self, root, sd_card=True, rssi=-58, majestic=False):
         self.base = os.path.abspath(str(root))
         self.gpio_root = os.path.join(self.base, "sys", "class", "gpio")
         self.proc_root = os.path.join(self.base, "proc")
@@ -189,6 +190,15 @@ class SimCamera(GpioTree):
             os.makedirs(d, exist_ok=True)
         self._write_proc(sd_card, rssi)
         GpioTree.__init__(self, self.gpio_root)
+        self.majestic = None
+        if majestic:
+            from .simmajestic import SimMajestic
+            self.majestic = SimMajestic()
+
+    def close(self):
+        if self.majestic is not None:
+            self.majestic.close()
+        GpioTree.close(self)
 
     # --- the kernel side ---------------------------------------------------------
     def _write_proc(self, sd_card, rssi):
@@ -239,6 +249,8 @@ class SimCamera(GpioTree):
         doc = {"board": BOARD, "device_id": device_id, "gpio_root": self.gpio_root,
                "proc_root": self.proc_root, "state_dir": self.state_dir, "light_file": "",
                "mqtt": mqtt or {}}
+        if self.majestic is not None:
+            doc["majestic"] = dict(extra.pop("majestic", {}), port=self.majestic.port)
         if fast or speedup:
             profile = boards.profile(extra.get("board", BOARD))
             doc["overrides"] = {axis: dict(FAST_AXIS) if fast else _scaled(profile[axis], speedup)
