@@ -13,9 +13,6 @@ an answer is the job's handler's business:
 
 Also here: the pure parsing of an answer's head and of `/metrics/isp` lines.
 """
-import select
-import socket
-
 from .compat import ticks_add, ticks_diff
 
 CHUNK = 2048              # the one read buffer: an answer head must fit in it
@@ -85,6 +82,7 @@ class Http:
     """GETs to majestic on 127.0.0.1:port, queued and run one at a time."""
 
     def __init__(self, camera, port, timeout_s):
+        import socket   # here, not at the top: the parsers above need no network
         self._cam = camera
         self._loop = camera.loop
         self.port = port
@@ -124,6 +122,8 @@ class Http:
 
     # --- one job ----------------------------------------------------------------------
     def _start(self):
+        import select
+        import socket
         if not self._queue:
             return
         self._job = job = self._queue.pop(0)
@@ -168,6 +168,7 @@ class Http:
             self.due = self._deadline
 
     def _connecting(self, now):
+        import select
         event = 0
         for obj, event in self._poller.poll(0):
             break
