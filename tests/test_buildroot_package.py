@@ -280,8 +280,10 @@ def test_default_config_loads_in_the_agent():
     # frozen there while the agent's defaults move on.
     with open(path) as f:
         shipped = json.load(f)
-    assert set(shipped) == {"board", "sd_reset_on_start", "mqtt"}
+    assert set(shipped) == {"board", "sd_reset_on_start", "mqtt", "majestic"}
     assert set(shipped["mqtt"]) == {"host", "username", "password"}
+    # majestic exists on the camera, not where the agent is developed (default: off)
+    assert shipped["majestic"] == {"port": 80} and config.DEFAULTS["majestic"]["port"] == 0
     cfg = config.load(path)
     assert cfg["board"] == "imou-ranger-rc-4mp"
     assert cfg["gpio_root"] == "/sys/class/gpio"

@@ -35,6 +35,7 @@ UMQTT_SOURCE = os.path.join(ROOT, "build", "vendor", "umqtt", "simple.py")
 FILES = (
     ("buildroot-package/package/camagent/S96camagent", "etc/init.d/S96camagent", 0o755),
     ("overlay/etc/init.d/S34boardpower", "etc/init.d/S34boardpower", 0o755),
+    ("overlay/etc/init.d/S94majestic-pins", "etc/init.d/S94majestic-pins", 0o755),
     ("overlay/etc/camagent.json", "etc/camagent.json", 0o644),
     ("overlay/etc/wireless/usb-camagent", "etc/wireless/usb-camagent", 0o755),
 )

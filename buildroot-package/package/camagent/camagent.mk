@@ -53,6 +53,8 @@ define CAMAGENT_INSTALL_INIT_SYSV
 		$(TARGET_DIR)/etc/init.d/S96camagent
 	$(INSTALL) -D -m 0755 $(@D)/overlay/etc/init.d/S34boardpower \
 		$(TARGET_DIR)/etc/init.d/S34boardpower
+	$(INSTALL) -D -m 0755 $(@D)/overlay/etc/init.d/S94majestic-pins \
+		$(TARGET_DIR)/etc/init.d/S94majestic-pins
 endef
 
 $(eval $(generic-package))
