@@ -131,7 +131,10 @@ def test_a_move_keeps_stepping_while_a_snapshot_flows(tmp_path, mosquitto):
             time.sleep(0.002)
         # the coils changed while the image was still flowing
         assert len(seen - {before, (0, 0, 0, 0)}) >= 2
+        # intact, and on the same MQTT session: the states the move published while the
+        # packet was half-written waited for its end instead of breaking it
         assert w.all(agent.base + "/snapshot", start)[0][0] == image
+        assert not w.all(agent.base + "/availability", start)
         i, t, p = w.wait_for(lambda t, p: t == agent.base + "/state" and
                              json.loads(p)["pan"]["position"] == 350.0 and
                              not json.loads(p)["pan"]["moving"], "the move's end", start=start)
@@ -182,5 +185,34 @@ def test_gain_trouble_is_a_problem_in_the_state(tmp_path, mosquitto):
         agent.sim.majestic.fault(None, "/metrics/isp")
         w.wait_for(lambda t, p: t == agent.base + "/state" and not json.loads(p)["problems"],
                    "the problem cleared", start=i + 1)
+    finally:
+        w.close()
+
+
+def test_majestic_login_is_sent_and_a_refusal_is_reported(tmp_path, mosquitto):
+    agent, w = _start(tmp_path, mosquitto, majestic={"username": "root", "password": "12345"})
+    maj = agent.sim.majestic
+    try:
+        maj.login = ("root", "12345")
+        start = w.mark()
+        w.publish(agent.base + "/snapshot/get", b"")
+        assert _snapshot(w, agent, start)[2] == maj.image()
+        maj.login = ("root", "changed")
+        start = w.mark()
+        w.publish(agent.base + "/snapshot/get", b"")
+        err = _error(w, agent, start)
+        assert err["error"] == "snapshot: majestic answered HTTP 401 for /image.jpg"
+    finally:
+        w.close()
+
+
+def test_periodic_snapshots(tmp_path, mosquitto):
+    agent, w = _start(tmp_path, mosquitto, snapshot={"interval_s": 1})
+    try:
+        start = w.mark()
+        i, t, first = _snapshot(w, agent, start)
+        i, t, second = _snapshot(w, agent, i + 1)
+        assert first == second == agent.sim.majestic.image()
+        assert not w.all(agent.base + "/snapshot/get")   # nobody asked
     finally:
         w.close()

@@ -125,7 +125,7 @@ def test_config_keys_are_checked(doc, key, words):
 
 def test_config_defaults_leave_majestic_off():
     cfg = config.parse(json.dumps({"snapshot": {"query": "width=640&height=360"}}))
-    assert cfg["majestic"] == {"port": 0, "timeout_s": 10}
+    assert cfg["majestic"] == {"port": 0, "timeout_s": 10, "username": "", "password": ""}
     assert cfg["snapshot"]["interval_s"] == 0 and cfg["snapshot"]["retain"] is False
 
 

@@ -41,7 +41,7 @@ DEFAULTS = {
               "min_dwell_s": 60, "gain_poll_s": 5, "gain_on": 14000.0,
               "gain_off": 2000.0},
     # majestic (OpenIPC's streamer) on 127.0.0.1: snapshots, ISP gain, colour mode
-    "majestic": {"port": 0, "timeout_s": 10},   # port 0: no majestic (the image sets 80)
+    "majestic": {"port": 0, "timeout_s": 10, "username": "", "password": ""},   # port 0: none
     "snapshot": {"interval_s": 0, "retain": False, "query": ""},
     "led_blink_ms": 1000,
     "persist_min_interval_s": 30,

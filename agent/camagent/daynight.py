@@ -125,7 +125,7 @@ def attach(camera, cfg):
     m = cfg["majestic"]
     if not m["port"]:
         return None
-    http = Http(camera, m["port"], m["timeout_s"])
+    http = Http(camera, m["port"], m["timeout_s"], m["username"], m["password"])
     colour = NightColour(http)
     camera.ir.on_switch = colour.switched
     camera.night_colour = colour

@@ -81,9 +81,14 @@ def gain_from_line(line):
 class Http:
     """GETs to majestic on 127.0.0.1:port, queued and run one at a time."""
 
-    def __init__(self, camera, port, timeout_s):
+    def __init__(self, camera, port, timeout_s, username="", password=""):
         import socket   # here, not at the top: the parsers above need no network
         self._cam = camera
+        self._auth = b""
+        if username:   # majestic's web login, when its API asks for one
+            from binascii import b2a_base64
+            token = b2a_base64(("%s:%s" % (username, password)).encode()).strip()
+            self._auth = b"Authorization: Basic " + token + b"\r\n"
         self._loop = camera.loop
         self.port = port
         self._addr = socket.getaddrinfo("127.0.0.1", port)[0][-1]
@@ -177,7 +182,8 @@ class Http:
             if ticks_diff(self.due, self._deadline) > 0:
                 self.due = self._deadline
             return
-        request = b"GET " + self._job[0].encode() + b" HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"
+        request = b"GET " + self._job[0].encode() + b" HTTP/1.0\r\nHost: 127.0.0.1\r\n" + \
+            self._auth + b"\r\n"
         try:
             if event & (select.POLLERR | select.POLLHUP):
                 self._sock.send(request)   # raises the connect's error (ECONNREFUSED)

@@ -6,11 +6,13 @@ HTTP/1.0 on a free loopback port, with the endpoints the agent uses:
   /metrics/isp     Prometheus text whose `isp_again` is whatever `gain` is set to
   /night/on|off|toggle   recorded in `night_calls`; answers 1 or 0 like majestic
   /api/v1/set?k=v  recorded in `settings`; /api/v1/config answers them as JSON
+With `login` set to (user, password), every path needs that HTTP Basic login (401).
 Faults, set with fault(mode, path=None) for one path or all: "down" (nothing
 listens on the port), "slow" (the answer trickles out), "garbage" (not HTTP),
 "no_length" (no Content-Length), "short" (the body stops half-way).
 Only majestic is simulated: the agent talking to it is the real one.
 """
+import base64
 import json
 import os
 import socket
@@ -52,6 +54,7 @@ class SimMajestic:
         self.night = False
         self.settings = {}
         self.requests = []           # every path asked for, with its query
+        self.login = None            # (user, password) the answers require
         self._images = {}
         if image is not None:
             self._images[None] = image
@@ -152,12 +155,19 @@ class SimMajestic:
             with self._lock:
                 self.requests.append(line[1])
                 mode = self._faults.get(url.path, self._faults.get(None))
+            if self.login and not self._authorised(head):
+                self._send(conn, mode, 401, b"login required\n", "text/plain")
+                return
             status, body, ctype = self._answer(url.path, parse_qs(url.query))
             self._send(conn, mode, status, body, ctype)
         except OSError:
             pass   # the agent went away mid-answer: nothing to tell it
         finally:
             conn.close()
+
+    def _authorised(self, head):
+        token = base64.b64encode(("%s:%s" % self.login).encode())
+        return b"\r\nauthorization: basic " + token.lower() in head.lower()
 
     def _answer(self, path, query):
         def number(name):
@@ -191,7 +201,8 @@ class SimMajestic:
         if mode == "garbage":
             conn.sendall(b"\x00\xffSPROING this is not an HTTP answer\r\n\r\n" + os.urandom(64))
             return
-        reason = {200: "OK", 400: "Bad Request", 404: "Not Found"}.get(status, "Error")
+        reason = {200: "OK", 400: "Bad Request", 401: "Unauthorized",
+                  404: "Not Found"}.get(status, "Error")
         head = "HTTP/1.0 %d %s\r\nContent-Type: %s\r\n" % (status, reason, ctype)
         if mode != "no_length":
             head += "Content-Length: %d\r\n" % len(body)
