@@ -46,7 +46,8 @@ def sections(results):
 def test_every_section_runs_and_reports_figures(quick):
     results, text = quick
     secs = sections(results)
-    assert list(secs) == ["steps", "latency", "idle", "footprint", "flash", "actioncam"]
+    assert list(secs) == ["steps", "latency", "idle", "footprint", "flash", "actioncam",
+                          "snapshot"]
     for key, sec in secs.items():
         assert sec["status"] == "ok", (key, sec["reason"])
         assert sec["figures"], key
@@ -144,3 +145,14 @@ def test_steps_under_micropython_count_one_write_per_half_step(tmp_path):
         assert r["agent"]["writes_per_half_step"] == 1.0
         assert r["floor"]["writes_per_half_step"] == 1.0
         assert r["floor"]["allocated_per_half_step"] is not None
+
+
+def test_snapshot_relay_publishes_whole_pictures(quick):
+    results, _ = quick
+    raw = results["raw"]["snapshot"]
+    heap, steps = raw["CPython_heap"], raw["CPython_steps"]
+    assert (heap["published"], heap["failed"]) == (1, 0) and heap["chunks"] > 1
+    assert (steps["with"]["published"], steps["with"]["failed"]) == (1, 0)
+    assert steps["without"]["published"] == 0
+    assert steps["with"]["connects"] == steps["without"]["connects"] == 1
+    assert raw["CPython_relay_s"] > 0

@@ -16,7 +16,7 @@ published on <base>/error once it is back.
 import select
 
 from .commands import error_document
-from .compat import ticks_add
+from .compat import ipoll, ticks_add
 from .majestic import MajesticError
 
 MAX_HELD = 8    # publications held during one snapshot; more are dropped, oldest first
@@ -119,7 +119,7 @@ class Relay:
     def ready(self):
         if not self._current():
             return True   # chunk() says what went wrong
-        for obj, event in self._poller.poll(0):
+        for ready in ipoll(self._poller, 0):   # ipoll: no list allocated per chunk
             return True
         return False
 
