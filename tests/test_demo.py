@@ -55,6 +55,11 @@ def test_the_tour_runs_and_cleans_up(tmp_path):
     assert "  ok: green LED BLINK" in lines
     assert "  refused, as it should be: demo: pan position 999.0 is out of range; 0.0 to " \
            "355.1 degrees accepted" in lines
+    # the simulated majestic: a snapshot over MQTT, AUTO following the gain both ways
+    assert any(re.fullmatch(r"  ok: \d+-byte JPEG on camagent/demo/snapshot, the bytes "
+                            r"majestic served", l) for l in lines)
+    assert "  ok: AUTO switched to NIGHT; majestic asked for greyscale (/night/on)" in lines
+    assert "  ok: AUTO switched to DAY; majestic back to colour (/night/off)" in lines
     assert lines[-1] == "camhost demo: demo finished: every step did what it should"
     port = int(re.search(r"broker: mqtt://127.0.0.1:(\d+) \(private mosquitto\)", out).group(1))
     assert gone(agent_pid(out)) and port_closed(port)

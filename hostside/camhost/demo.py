@@ -85,16 +85,17 @@ def main(args):
             broker = PrivateBroker(work).start()
             url = BrokerURL(broker.url)
         _say(out, "broker: %s%s" % (url, "" if args.broker else " (private mosquitto)"))
-        sim = SimCamera(os.path.join(work, "camera"))
+        sim = SimCamera(os.path.join(work, "camera"), majestic=True)
         config = sim.write_config(device_id=args.device, mqtt=_agent_mqtt(url),
-                                  speedup=args.speedup)
+                                  speedup=args.speedup, night=PICTURE_NIGHT)
         agent = AgentProcess(config, os.path.join(work, "agent.log")).start()
         _say(out, "agent: python -m camagent -c %s (pid %d)" % (config, agent.proc.pid))
         link = Link(url, "camhost-demo")
         _wait_online(link, args.device, agent)
         view = LiveView(link, args.device, out, sim).start()
         failures = [] if args.no_tour else tour(link, args.device, view, args.pause,
-                                                args.speedup)
+                                                args.speedup) + \
+            picture_tour(link, args.device, view, sim.majestic, args.pause)
         if args.keep_running or args.no_tour:
             try:
                 view.note("running; Ctrl-C stops the agent and the broker. From another "
@@ -156,6 +157,55 @@ def tour(link, device, view, pause, speedup):
             if not refused:
                 failures.append("ctl %s: %s" % (" ".join(argv), e))
         time.sleep(pause)
+    return failures
+
+
+# AUTO on the simulated majestic's ISP gain, polled every second, switching at most every 2 s
+PICTURE_NIGHT = {"gain_poll_s": 1, "min_dwell_s": 2}
+
+
+def picture_tour(link, device, view, majestic, pause):
+    """A snapshot through MQTT, then AUTO following the simulated light as it falls
+    and rises (the ISP gain majestic reports goes up in the dark)."""
+    base = "%s/%s" % (ctl.DEFAULT_PREFIX, device)
+    link.subscribe(base + "/snapshot")
+    failures = []
+
+    def step(text, action, done, outcome):
+        view.note(text)
+        start = link.mark()
+        try:
+            action()
+            link.wait(lambda: any(done(t, p) for t, p in link.messages[start:]), 20, text)
+            view.result("ok: " + outcome())
+        except CamhostError as e:
+            view.result("FAILED: %s" % e)
+            failures.append("%s: %s" % (text, e))
+        time.sleep(pause)
+
+    def cut(want, colour=None):   # the filter as the state says, and majestic's last /night
+        return lambda t, p: t == base + "/state" and \
+            (ctl._json(p) or {}).get("ir_cut") == want and \
+            (colour is None or majestic.night_calls[-1:] == [colour])
+
+    def gain(value):
+        def set_gain():
+            majestic.gain = value
+        return set_gain
+    picture = majestic.image()
+    step("camhost demo: %s/snapshot/get   # a JPEG from the simulated majestic" % base,
+         lambda: link.publish(base + "/snapshot/get", b""),
+         lambda t, p: t == base + "/snapshot" and p == picture,
+         lambda: "%d-byte JPEG on %s/snapshot, the bytes majestic served" % (len(picture), base))
+    step("camhost ctl night auto   # AUTO follows majestic's ISP gain",
+         lambda: ctl.execute(link, ["night", "auto"], device=device), cut("DAY"),
+         lambda: "night mode AUTO, daylight (gain %d)" % majestic.gain)
+    step("dusk: the simulated sensor's gain rises to 20000", gain(20000), cut("NIGHT", "on"),
+         lambda: "AUTO switched to NIGHT; majestic asked for greyscale (/night/%s)"
+         % majestic.night_calls[-1])
+    step("dawn: the gain falls to 1000", gain(1000), cut("DAY", "off"),
+         lambda: "AUTO switched to DAY; majestic back to colour (/night/%s)"
+         % majestic.night_calls[-1])
     return failures
 
 
