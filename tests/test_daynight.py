@@ -169,3 +169,36 @@ levels = [gain_to_level(g, night) for g in (0, 3000, 6500, 10000, 1e9)]
     assert vm.eval("results") == [12345.0] * 4
     assert vm.eval("Http.gets") == ["/night/on"]
     assert vm.eval("levels") == [gain_to_level(g, NIGHT) for g in (0, 3000, 6500, 10000, 1e9)]
+
+
+def test_night_colour_asked_during_a_running_call_is_not_lost(tmp_path):
+    """NIGHT then DAY while /night/on is still running: /night/off must follow it."""
+    from camagent.majestic import Http
+
+    class Loop:
+        def add(self, dev):
+            pass
+
+        def watch(self, obj, cb):
+            pass
+
+        def unwatch(self, obj):
+            pass
+
+    class Cam:
+        loop = Loop()
+
+        def now(self):
+            return 0
+    http = Http(Cam(), 9, 1)      # port 9: nothing answers; the jobs are only queued
+    colour = NightColour(http)
+    colour.switched("NIGHT")
+    assert http.busy and http._job[0] == "/night/on"
+    colour.switched("NIGHT")      # the same call again: nothing more
+    colour.switched("DAY")
+    colour.switched("NIGHT")      # the last one asked for wins in the queue
+    colour.switched("DAY")
+    assert [job[0] for job in http._queue] == ["/night/off"]
+    http._finish("test")          # the running call ends: the queued one starts
+    assert http._job[0] == "/night/off" and not http._queue
+    http._finish("test")

@@ -112,9 +112,9 @@ class Http:
         return self._job is not None
 
     def get(self, path, handler):
-        """Queue a GET; a handler already queued just gets the newer path.
-        False if the handler's GET is already running."""
-        if self._job is not None and self._job[1] is handler:
+        """Queue a GET; a handler already queued just gets the newer path (the
+        colour asked for last wins). False if that very GET is already running."""
+        if self._job is not None and self._job[1] is handler and self._job[0] == path:
             return False
         for job in self._queue:
             if job[1] is handler:

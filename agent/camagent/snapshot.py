@@ -19,7 +19,7 @@ from .commands import error_document
 from .compat import ipoll, ticks_add
 from .majestic import MajesticError
 
-MAX_HELD = 8    # publications held during one snapshot; more are dropped, oldest first
+MAX_HELD = 8    # publications held during one snapshot; beyond, the oldest error reply goes
 
 
 def publish_head(topic, body_len, retain=False):
@@ -112,13 +112,13 @@ class Relay:
             raise MajesticError("MQTT write failed")
         self._sock = sock
         s.held = self
-        if length:
-            self._poller = select.poll()
-            self._poller.register(sock, select.POLLOUT)
 
     def ready(self):
         if not self._current():
             return True   # chunk() says what went wrong
+        if self._poller is None:
+            self._poller = select.poll()
+            self._poller.register(self._sock, select.POLLOUT)
         for ready in ipoll(self._poller, 0):   # ipoll: no list allocated per chunk
             return True
         return False
@@ -176,6 +176,10 @@ class Relay:
                     entry[1] = payload
                     return
         if len(self._held) >= MAX_HELD:
+            # the oldest that is not retained (an error reply): the state must get out
+            i = 0
+            while i < len(self._held) - 1 and self._held[i][2]:
+                i += 1
             self._session._log("dropped a publication on %s held behind a snapshot"
-                               % self._held.pop(0)[0].decode())
+                               % self._held.pop(i)[0].decode())
         self._held.append([topic, payload, retain])
