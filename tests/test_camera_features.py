@@ -78,6 +78,7 @@ def test_snapshot_query_and_retain_from_config(tmp_path, mosquitto):
         w.close()
 
 
+@pytest.mark.parametrize("runtime", RUNTIMES, ids=lambda r: "micropython" if r else "cpython")
 @pytest.mark.parametrize("fault,words,reconnects", [
     ("down", "majestic is not running", False),
     ("garbage", "not HTTP", False),
@@ -86,8 +87,9 @@ def test_snapshot_query_and_retain_from_config(tmp_path, mosquitto):
     ("slow", "did not answer /image.jpg within 1 s", True),
 ])
 def test_majestic_faults_answer_on_error_and_the_agent_keeps_working(tmp_path, mosquitto,
-                                                                     fault, words, reconnects):
-    agent, w = _start(tmp_path, mosquitto, majestic={"timeout_s": 1})
+                                                                     fault, words, reconnects,
+                                                                     runtime):
+    agent, w = _start(tmp_path, mosquitto, micropython=runtime, majestic={"timeout_s": 1})
     maj = agent.sim.majestic
     try:
         maj.fault(fault, "/image.jpg")
@@ -142,8 +144,9 @@ def test_a_move_keeps_stepping_while_a_snapshot_flows(tmp_path, mosquitto):
         w.close()
 
 
-def test_auto_follows_the_isp_gain_with_hysteresis(tmp_path, mosquitto):
-    agent, w = _start(tmp_path, mosquitto,
+@pytest.mark.parametrize("runtime", RUNTIMES, ids=lambda r: "micropython" if r else "cpython")
+def test_auto_follows_the_isp_gain_with_hysteresis(tmp_path, mosquitto, runtime):
+    agent, w = _start(tmp_path, mosquitto, micropython=runtime,
                       night={"initial_mode": "AUTO", "min_dwell_s": 0, "gain_poll_s": 1,
                              "gain_on": 10000, "gain_off": 3000})
     maj = agent.sim.majestic
