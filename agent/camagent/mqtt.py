@@ -15,11 +15,10 @@ import sys
 from umqtt.simple import MQTTClient, MQTTException
 
 from . import VERSION
-from .commands import CommandError, Commands, error_document
+from .commands import TOPICS, CommandError, Commands, error_document
 from .compat import IS_MICROPYTHON, MinGap, ipoll, ticks_add, ticks_diff, ticks_ms
 from .discovery import Discovery
 from .presets import Presets
-from .snapshot import Relay
 from .status import Status
 
 IO_TIMEOUT_S = 5            # connect, TLS handshake, one packet: a stalled broker costs no more
@@ -31,6 +30,10 @@ BACKOFF_MAX_S = 60
 BUSY_RETRY_US = 250000      # no (blocking) reconnect while a motor moves: look again soon
 MAX_PACKETS_PER_WAKEUP = 20  # a flood of commands must not starve the motors
 _OWN = (b"state", b"availability", b"error")   # our own topics, echoed by <base>/#
+# Commands have two levels (<base>/pan/set); the one-level topics under <base> are the
+# agent's own (state, snapshot...), which must not come back to it (a snapshot is
+# hundreds of KB). A forgotten "/set" (<base>/pan) is still answered: each first level.
+FIRST_LEVELS = sorted(set(t.split("/")[0] for t in TOPICS) - {"snapshot"})
 _CONNACK = {1: "unsupported protocol version", 2: "client id rejected",
             3: "broker unavailable", 4: "bad username or password", 5: "not authorised"}
 
@@ -112,6 +115,7 @@ class Session:
         self._presets_seen = self.presets.changes
         self.held = None   # a snapshot.Relay mid-packet: other publications wait for it
         if camera.majestic is not None:
+            from .snapshot import Relay   # only with majestic: no cost without one
             camera.snapshot = Relay(self, camera.majestic, cfg)
         self._retry_at = camera.now()   # first connection attempt on the first loop pass
         self.due = self._retry_at
@@ -179,8 +183,9 @@ class Session:
             self._answer_by = None
             self._beat_at = ticks_add(now, self._beat_us)
             self._beats = 0
-            # commands have two levels or more; <base>/snapshot (and state) never echo back
-            client.subscribe(self._prefix_b + b"+/+/#", 1)
+            client.subscribe(self._prefix_b + b"+/+/#", 1)   # see FIRST_LEVELS
+            for word in FIRST_LEVELS:
+                client.subscribe(self._prefix_b + word.encode(), 1)
             if self.discovery:
                 client.subscribe(self.t_ha_status, 1)
         except Exception as e:
