@@ -17,14 +17,12 @@ import os
 import shutil
 import statistics
 import subprocess
-import sys
-import tempfile
 import threading
 import time
 
 import common
 from broker import Mosquitto
-from common import ShmSysfs, Skip, percentile, runtimes
+from common import ShmSysfs, percentile, runtimes
 from table import figure, section
 
 from camhost.simmajestic import SimMajestic, make_jpeg
