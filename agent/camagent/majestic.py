@@ -13,11 +13,14 @@ an answer is the job's handler's business:
 
 Also here: the pure parsing of an answer's head and of `/metrics/isp` lines.
 """
-from .compat import ticks_add, ticks_diff
+import sys
+
+from .compat import IS_MICROPYTHON, ticks_add, ticks_diff
 
 CHUNK = 2048              # the one read buffer: an answer head must fit in it
 CONNECT_CHECK_US = 2000   # how often a connect in progress is looked at
 BLOCKED_CHECK_US = 5000   # how often a handler that was not ready is asked again
+IDLE_BURST = 8            # chunks per wakeup while nothing is timed (a move: one)
 _EINPROGRESS = (115, 36)  # Linux, and the BSDs a developer may run the tests on
 _EAGAIN = (11, 35)
 
@@ -139,7 +142,8 @@ class Http:
         self._left = None
         sock = socket.socket()
         self._sock = sock
-        self._recv_into = getattr(sock, "recv_into", None) or sock.readinto
+        # MicroPython's readinto answers None when nothing is there; CPython raises
+        self._recv_into = sock.readinto if IS_MICROPYTHON else _cpython_reader(sock)
         sock.setblocking(False)
         try:
             sock.connect(self._addr)
@@ -197,30 +201,34 @@ class Http:
         self._loop.watch(self._sock, self._readable)
         self.due = self._deadline
 
-    def _read(self, buf, n):
-        """Up to n bytes into buf: the count, 0 at the end, None when none are there yet."""
-        try:
-            return self._recv_into(buf, n)
-        except OSError as e:
-            if e.args[0] in _EAGAIN:
-                return None
-            raise
-
+    # The per-chunk path allocates nothing: no `except ... as e` in it (MicroPython puts
+    # a frame with one on the heap at every call), and no lists.
     def _readable(self):
         try:
-            if self._phase == "head":
-                self._read_head()
-            elif self._phase == "body":
-                self._read_body()
-        except MajesticError as e:
+            self._pump()
+        except Exception:
+            self._failed()
+
+    def _pump(self):
+        if self._phase == "head":
+            self._read_head()
+        burst = 1 if self._cam.busy else IDLE_BURST
+        while burst and self._phase == "body" and self._read_body():
+            burst -= 1
+
+    def _failed(self):
+        e = sys.exc_info()[1] if hasattr(sys, "exc_info") else None
+        if isinstance(e, MajesticError):
             self._finish(str(e))
-        except OSError as e:
-            self._finish("reading %s from majestic failed: %s" % (self._job[0], _why(e)))
+        elif isinstance(e, OSError):
+            self._finish("relaying %s failed: %s" % (self._job[0], _why(e)))
+        else:
+            self._finish("relaying %s failed: %r" % (self._job[0], e))
 
     def _read_head(self):
         buf = self.buf
         mv = memoryview(buf)
-        n = self._read(mv[self._fill:], CHUNK - self._fill)
+        n = self._recv_into(mv[self._fill:], CHUNK - self._fill)
         if n is None:
             return
         if n == 0:
@@ -251,24 +259,26 @@ class Http:
             self._finish(None)
 
     def _read_body(self):
+        """Move one chunk; True if it did and the body goes on."""
         handler = self._job[1]
         if not handler.ready():
             # leave the data in the socket: watched, it would wake the loop at once
             self._loop.unwatch(self._sock)
             self._phase = "blocked"
             self.due = ticks_add(self._cam.now(), BLOCKED_CHECK_US)
-            return
+            return False
         want = CHUNK if self._left is None or self._left > CHUNK else self._left
-        n = self._read(self.buf, want)
+        n = self._recv_into(self.buf, want)
         if n is None:
-            return
+            return False
         if n == 0:
             if self._left is None:
                 self._finish(None)
-                return
+                return False
             raise MajesticError("majestic closed the connection after %d of %d bytes"
                                 % (self.got, self.got + self._left))
         self._deliver(n)
+        return True
 
     def _deliver(self, n):
         self.got += n
@@ -295,6 +305,17 @@ class Http:
             job[1].done(error)
         if self._job is None:
             self._start()
+
+
+def _cpython_reader(sock):
+    def recv_into(buf, n):
+        try:
+            return sock.recv_into(buf, n)
+        except OSError as e:
+            if e.args[0] in _EAGAIN:
+                return None
+            raise
+    return recv_into
 
 
 def _why(e):

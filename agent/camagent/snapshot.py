@@ -124,13 +124,11 @@ class Relay:
         return False
 
     def chunk(self, buf, n):
+        # no try here (see majestic.Http): a failed write ends the job, and done()
+        # closes the half-written MQTT session
         if not self._current():
             raise MajesticError("the MQTT connection was lost mid-snapshot")
-        try:
-            self._sock.write(buf, n)
-        except OSError as e:
-            self._session._lost("snapshot write failed: %s" % e)
-            raise MajesticError("the MQTT connection failed mid-snapshot")
+        self._sock.write(buf, n)
 
     def _current(self):
         client = self._session.client
