@@ -219,3 +219,30 @@ def test_periodic_snapshots(tmp_path, mosquitto):
         assert not w.all(agent.base + "/snapshot/get")   # nobody asked
     finally:
         w.close()
+
+
+def test_the_broker_dying_mid_snapshot(tmp_path, mosquitto):
+    """The MQTT side fails half-way: the relay stops, the session comes back, the error
+    is published once it is back, and the next snapshot is whole."""
+    agent, w = _start(tmp_path, mosquitto)
+    maj = agent.sim.majestic
+    maj.set_image(maj.image(160, 90, 90))
+    maj.fault("slow", "/image.jpg")
+    try:
+        w.publish(agent.base + "/snapshot/get", b"")
+        wait_until(lambda: "/image.jpg" in maj.requests, what="the snapshot to start")
+        time.sleep(0.5)   # a few pieces relayed
+        w.close()
+        mosquitto.kill()
+        wait_until(lambda: "connection lost" in agent.log(), what="the agent to notice")
+        mosquitto.start()
+        w = Watcher(mosquitto, [agent.base + "/#"])
+        i, t, p = w.wait_for(lambda t, p: t == agent.base + "/error", "the snapshot error")
+        assert json.loads(p)["error"].startswith("snapshot: ")
+        maj.fault(None, "/image.jpg")
+        start = w.mark()
+        w.publish(agent.base + "/snapshot/get", b"")
+        assert _snapshot(w, agent, start)[2] == maj.image(160, 90, 90)
+        assert agent.alive() and "Traceback" not in agent.log()
+    finally:
+        w.close()
