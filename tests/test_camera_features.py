@@ -246,3 +246,32 @@ def test_the_broker_dying_mid_snapshot(tmp_path, mosquitto):
         assert agent.alive() and "Traceback" not in agent.log()
     finally:
         w.close()
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES, ids=lambda r: "micropython" if r else "cpython")
+def test_commands_during_a_snapshot_are_carried_out_and_their_acks_wait(tmp_path, mosquitto,
+                                                                         runtime):
+    """A QoS 1 command read while the picture is half-written: carried out at once (a
+    stop must not wait for a picture), its PUBACK held until the packet ends."""
+    agent, w = _start(tmp_path, mosquitto, micropython=runtime)
+    maj = agent.sim.majestic
+    image = maj.image(160, 90, 90)
+    maj.set_image(image)
+    maj.fault("slow", "/image.jpg")
+    try:
+        start = w.mark()
+        w.publish(agent.base + "/snapshot/get", b"")
+        wait_until(lambda: "/image.jpg" in maj.requests, what="the snapshot to start")
+        time.sleep(0.5)   # the PUBLISH header and a few pieces are out
+        for led in ("green", "red"):
+            w.publish(agent.base + "/led_%s/set" % led, b"ON", qos=1)
+        wait_until(lambda: agent.sim.levels("led_green") == agent.sim.levels("led_red") == 1,
+                   what="the LEDs on")
+        assert not w.all(agent.base + "/snapshot", start)   # while the picture still flows
+        i, t, payload = _snapshot(w, agent, start)
+        assert payload == image
+        assert not w.all(agent.base + "/availability", start)   # the same session throughout
+        w.wait_for(lambda t, p: t == agent.base + "/state" and
+                   json.loads(p)["led_red"] == "ON", "the state after the picture", start=i)
+    finally:
+        w.close()

@@ -231,7 +231,9 @@ class Session:
     def _close_socket(self):
         client, self.client = self.client, None
         self.connected = False
-        self.held = None
+        if self.held is not None:   # a snapshot mid-packet: give umqtt its socket back
+            self.held.abandon(client)
+            self.held = None
         self._answer_by = None
         self._publish_at = None
         self._poller = None

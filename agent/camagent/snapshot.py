@@ -8,7 +8,9 @@ when the HTTP socket has data and the MQTT socket has room (poll, not a wait).
 
 While the packet is half-written the MQTT stream belongs to the relay: the
 session's other publications are held here (the latest per retained topic)
-and its pings wait, until the last byte is out. If majestic stops mid-body the
+and its pings wait, until the last byte is out. Commands are still read and
+carried out at once (a stop must not wait for a picture); only what umqtt
+writes back for them, a PUBACK, waits too (_Deferred). If majestic stops mid-body the
 packet cannot be completed (padding would publish a broken picture as if it
 were whole), so the MQTT connection is closed and reopened, and the error is
 published on <base>/error once it is back.
@@ -43,6 +45,36 @@ def publish_head(topic, body_len, retain=False):
     head.append(len(topic) & 0xFF)
     head.extend(topic)
     return bytes(head)
+
+
+class _Deferred:
+    """The MQTT socket as umqtt sees it while a snapshot is half-written: reads go
+    straight through, its own writes (PUBACKs) wait for the end of the packet. The
+    broker sends at most its in-flight limit of QoS 1 messages unacknowledged, so
+    what waits stays small."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.later = bytearray()
+        pending = getattr(sock, "pending", None)   # CPython's TLS buffer, for the session
+        if pending is not None:
+            self.pending = pending
+
+    def read(self, n):
+        return self.sock.read(n)
+
+    def setblocking(self, flag):
+        self.sock.setblocking(flag)
+
+    def settimeout(self, t):
+        self.sock.settimeout(t)
+
+    def write(self, data, n=None):
+        self.later.extend(data if n is None else data[:n])
+        return len(data) if n is None else n
+
+    def close(self):
+        self.sock.close()
 
 
 class Relay:
@@ -112,6 +144,7 @@ class Relay:
             raise MajesticError("MQTT write failed")
         self._sock = sock
         s.held = self
+        s.client.sock = _Deferred(sock)
 
     def ready(self):
         if not self._current():
@@ -131,18 +164,34 @@ class Relay:
         self._sock.write(buf, n)
 
     def _current(self):
+        """The packet is being written on the session's live connection."""
         client = self._session.client
-        return client is not None and client.sock is self._sock
+        return self._sock is not None and client is not None and \
+            isinstance(client.sock, _Deferred) and client.sock.sock is self._sock
+
+    def abandon(self, client):
+        """The session is closing the connection mid-packet: its own socket back."""
+        if client is not None and isinstance(client.sock, _Deferred):
+            client.sock = client.sock.sock
 
     def done(self, error):
         reason, self._reason = self._reason, None
         s = self._session
         mid_packet = self._sock is not None and error is not None
         current = self._current()
+        later = None
+        if current:
+            later = s.client.sock.later
+            s.client.sock = self._sock
         self._sock = None
         self._poller = None
         if s.held is self:
             s.held = None
+        if later and not mid_packet:
+            try:   # the PUBACKs that waited for the packet's end
+                s.client.sock.write(later)
+            except OSError as e:
+                s._lost("publish failed: %s" % e)
         if error is None:
             self.published += 1
         else:
