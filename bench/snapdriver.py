@@ -41,7 +41,7 @@ def build(p, opener=None):
     axis = {"min_steps": 0, "max_steps": 10000000, "park": 0, "speed": p["rate"],
             "max_speed": max(p["rate"], 4000), "start_speed": min(200, p["rate"]),
             "accel": 1000000}
-    doc = {"gpio_root": p["gpio_root"], "state_dir": p["state_dir"], "device_id": "benchsnap",
+    doc = {"gpio_root": p["gpio_root"], "state_dir": p["state_dir"], "device_id": "benchsnapdrv",
            "sd_reset_on_start": False, "overrides": {"pan": axis, "tilt": axis},
            "night": {"gain_poll_s": 0}, "majestic": {"port": p["majestic"], "timeout_s": 60},
            "mqtt": {"host": "127.0.0.1", "port": p["port"], "keepalive": 60,

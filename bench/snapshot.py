@@ -53,7 +53,8 @@ class Receiver:
         import paho.mqtt.client as mqtt
         self.got = []
         self.cond = threading.Condition()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-snap-rx")
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                                  client_id="bench-snap-rx-" + topic.rsplit("/", 1)[1])
         self.client.on_message = self._on
         ready = threading.Event()
         self.client.on_subscribe = lambda *a: ready.set()
@@ -93,12 +94,15 @@ def _agent_throughput(rt, port, maj, size, repeats):
                        "device_id": "benchsnap", "sd_reset_on_start": False,
                        "night": {"gain_poll_s": 0}, "majestic": {"port": maj.port},
                        "mqtt": {"host": "127.0.0.1", "port": port, "discovery": False}}, f)
+        online = Receiver(port, "camagent/benchsnap/availability")
         rx = Receiver(port, "camagent/benchsnap/snapshot")
         proc = subprocess.Popen(rt.command(["-m", "camagent", "-c", cfg]),
                                 env=rt.env([common.AGENT, common.VENDOR]),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            time.sleep(1.0)   # connected and idle
+            online.wait(1, timeout=20)   # connected (then idle a moment)
+            online.close()
+            time.sleep(0.2)
             times = []
             for i in range(repeats):
                 t0 = time.monotonic()
@@ -174,8 +178,10 @@ def run(repeats=REPEATS, steps=STEPS, image=IMAGE):
                 if heap["alloc_per_chunk"] is not None:
                     figures.append(figure("%s bytes allocated per 2 KB chunk" % label,
                                           heap["alloc_per_chunk"], "B"))
-                with_snap = _driver(rt, "steps", dict(p, snapshot=True, state_dir=fs.state_dir + "/a"))
-                without = _driver(rt, "steps", dict(p, snapshot=False, state_dir=fs.state_dir + "/b"))
+                with_snap = _driver(rt, "steps", dict(p, snapshot=True,
+                                                      state_dir=fs.state_dir + "/a"))
+                without = _driver(rt, "steps", dict(p, snapshot=False,
+                                                    state_dir=fs.state_dir + "/b"))
                 raw[label + "_steps"] = {"with": {k: v for k, v in with_snap.items()
                                                   if k != "intervals"},
                                          "without": {k: v for k, v in without.items()

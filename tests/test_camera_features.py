@@ -169,7 +169,8 @@ def test_auto_follows_the_isp_gain_with_hysteresis(tmp_path, mosquitto, runtime)
         maj.gain = 6000
         wait_until(lambda: maj.requests.count("/metrics/isp") >= polls + 3, what="3 more polls")
         assert agent.sim.levels("ir_led") == 1 and maj.night_calls[-1] == "on"
-        assert all(json.loads(p)["ir_cut"] == "NIGHT" for p, r in w.all(agent.base + "/state", start))
+        assert all(json.loads(p)["ir_cut"] == "NIGHT"
+                   for p, r in w.all(agent.base + "/state", start))
         maj.gain = 2000    # daylight
         state_with("DAY", start)
         wait_until(lambda: maj.night_calls[-1:] == ["off"], what="/night/off again")

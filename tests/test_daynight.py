@@ -77,7 +77,8 @@ def test_a_last_line_without_newline_and_missing_gain():
     light = GainLight(cam, FakeHttp(), NIGHT)
     feed(light, b"isp_again 42", 5)
     assert light.gain == 42.0
-    feed(light, b"isp_dgain 1\n" + b"isp_again 7" * 40 + b"\n", 64)   # the only gain line is too long
+    # the only gain line is too long to be read
+    feed(light, b"isp_dgain 1\n" + b"isp_again 7" * 40 + b"\n", 64)
     assert light.error == "night: majestic's /metrics/isp has no isp_again line"
     assert cam.changes == 1 and cam.ir.levels == [gain_to_level(42.0, NIGHT)]
     light.done("majestic is not running (127.0.0.1:80: connection refused)")
