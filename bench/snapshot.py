@@ -100,7 +100,10 @@ def _agent_throughput(rt, port, maj, size, repeats):
                                 env=rt.env([common.AGENT, common.VENDOR]),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            online.wait(1, timeout=20)   # connected (then idle a moment)
+            # "online" (6 bytes), not a retained "offline" left by an earlier runtime's agent
+            end = time.monotonic() + 20
+            while not any(n == 6 for at, n in online.got) and time.monotonic() < end:
+                time.sleep(0.02)
             online.close()
             time.sleep(0.2)
             times = []
