@@ -17,7 +17,7 @@ import tempfile
 import threading
 import time
 
-from . import ctl
+from . import ctl, tools
 from .errors import CamhostError
 from .mqttclient import BrokerURL, Link
 from .simcam import SimCamera
@@ -217,7 +217,7 @@ class PrivateBroker:
         return "mqtt://%s:%d" % (self.host, self.port)
 
     def start(self):
-        exe = shutil.which("mosquitto") or (os.path.exists("/usr/sbin/mosquitto") and "/usr/sbin/mosquitto")
+        exe = tools.which("mosquitto")
         if not exe:
             raise CamhostError("mosquitto is not installed: run `make deps` (Debian package "
                                "mosquitto), or give --broker URL")
