@@ -14,12 +14,13 @@ _EXPORT_WAIT_MS = 500  # udev-less kernels create gpioN/ a few ms after the writ
 
 
 class GpioError(Exception):
-    """A sysfs operation failed; names the pin and the file."""
+    """A sysfs operation failed; names the pin, the file and the reason."""
 
     def __init__(self, pin, path, reason):
         super().__init__("GPIO %d: %s: %s" % (pin, path, reason))
         self.pin = pin
         self.path = path
+        self.reason = reason
 
 
 def _why(exc):
@@ -67,6 +68,19 @@ class Line:
             self._f.write(_LEVEL[v])
         except OSError as e:
             raise GpioError(self.pin, self.path, "write failed (%s)" % _why(e))
+
+
+class DeadLine:
+    """Stands in for a line that could not be claimed at start: every write raises
+    the claim's error, so its device stays out of service and says why."""
+
+    def __init__(self, error):
+        self.pin = error.pin
+        self.value = 0
+        self._error = error
+
+    def set(self, v):
+        raise self._error
 
 
 class Gpio:

@@ -250,6 +250,23 @@ class Stepper:
         if failed:
             raise failed
 
+    def out_of_service(self):
+        """A coil line failed: no further step, and a position reached by a move that
+        broke off is no longer trusted. The camera writes the lines low."""
+        was_moving = self.moving
+        if self.homing:
+            self.homing = False
+            self.steps = self.park
+        if was_moving:
+            self.homed = False
+        self.target = self.steps
+        self.due = None
+        self.moving = False
+        self._level = 0
+        self._dir = 0
+        if was_moving:
+            self._cam.motion_finished()
+
     def _finish(self):
         was_moving = self.moving
         self.due = None
