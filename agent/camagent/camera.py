@@ -157,6 +157,8 @@ class Camera:
             self._out_of_service(device)
             self.changed()
             if all(name in self.failed for name in DEVICES):
+                if answered:     # no command reply goes out now: report it with the rest
+                    self.unreported.append((device, why))
                 raise NoDeviceLeft("every device is out of service, the last: " + why)
         return why
 

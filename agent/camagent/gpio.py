@@ -11,6 +11,10 @@ from .compat import sleep_ms
 
 _LEVEL = (b"0", b"1")
 _EXPORT_WAIT_MS = 500  # udev-less kernels create gpioN/ a few ms after the write
+_EBUSY = 16            # Linux's number: MicroPython's errno module has no EBUSY
+# names of the errors a sysfs write can give that MicroPython's errno module lacks
+_NAMES = {6: "ENXIO", 16: "EBUSY", 20: "ENOTDIR", 28: "ENOSPC", 29: "ESPIPE", 30: "EROFS",
+          32: "EPIPE"}
 
 
 class GpioError(Exception):
@@ -25,7 +29,9 @@ class GpioError(Exception):
 
 def _why(exc):
     code = exc.args[0] if exc.args else 0
-    return errno.errorcode.get(code, str(exc)) if isinstance(code, int) else str(exc)
+    if not isinstance(code, int):
+        return str(exc)
+    return errno.errorcode.get(code) or _NAMES.get(code) or "errno %d" % code
 
 
 def _exists(path):
@@ -128,7 +134,7 @@ class Gpio:
             with open(path, "w") as f:
                 f.write("%d\n" % pin)
         except OSError as e:
-            if e.args and e.args[0] != errno.EBUSY:  # EBUSY: already exported, fine
+            if e.args and e.args[0] != _EBUSY:  # EBUSY: already exported, fine
                 raise GpioError(pin, path, "export failed (%s)" % _why(e))
         waited = 0
         while not _exists(base):
