@@ -331,3 +331,46 @@ def test_the_agent_exits_once_every_device_is_out_of_service(tmp_path, mosquitto
         assert [e["topic"].rsplit("/", 1)[1] for e in errors(w, agent.base)][-1] == "led_red"
     finally:
         w.close()
+
+
+# --- the same logic in the MicroPython VM, on the shipped .mpy --------------------------------
+VM_SETUP = """
+import json
+from camagent import config
+from camagent.camera import Camera
+from camagent.commands import Commands, CommandError
+from camagent.loop import Loop
+from camagent.presets import Presets
+loop = Loop()
+cam = Camera(config.parse(json.dumps(doc)), gpio=HostGpio(), loop=loop)
+cmd = Commands(cam, Presets("/input/state/presets.json"), 10.0)
+cam.start()
+clock.run_loop(loop, 1000000)
+
+def refused(suffix, payload):
+    try:
+        cmd.handle(suffix, payload)
+    except CommandError as e:
+        return str(e)
+"""
+
+
+def test_a_coil_failing_mid_move_in_the_micropython_vm():
+    from mpvm import MicroVM
+    with MicroVM() as vm:
+        vm.use_fake_clock()
+        vm.put("doc", {"gpio_root": "host", "state_dir": "/input/state", "device_id": "vmcam",
+                       "sd_reset_on_start": False, "night": dict(DAY_NIGHT)})
+        vm.run(VM_SETUP)
+        vm.run("cmd.handle('pan/set', b'120')\nclock.run_loop(loop, 50000)")
+        assert vm.eval("cam.pan.moving")
+        vm.gpio.fail(PAN[2], "EIO")
+        vm.run("cam.run(lambda: clock.run_loop(loop, 2000000))")
+        why = vm.eval("cam.failed['pan']")
+        assert why.startswith("pan is out of service: GPIO 16 (coil C): ") and "EIO" in why
+        assert vm.eval("[cam.pan.moving, cam.pan.due, cam.busy]") == [False, None, False]
+        assert [vm.gpio.levels[p] for p in (14, 15, 17)] == [0, 0, 0]
+        assert vm.eval("refused('pan/step', b'5')") == why
+        vm.run("cmd.handle('tilt/set', b'30')\ncam.run(lambda: clock.run_loop(loop, 3000000))")
+        assert vm.eval("cam.tilt.position_deg()") == 30.0
+        assert vm.eval("cam.hardware_state()['problems']") == [why]
