@@ -52,10 +52,10 @@ class Camera:
                        keep=True)
             self.power = Power(self, wifi, out(early, "sd_reset", pins["sd_reset"]),
                                self.board["sd_reset_ms"])
-            self.pan = Stepper("pan", self._coils(early, "pan", pins["pan"]), self.board["pan"],
-                               self)
-            self.tilt = Stepper("tilt", self._coils(early, "tilt", pins["tilt"]),
-                                self.board["tilt"], self)
+            for name in ("pan", "tilt"):
+                coils = [out(early, name, pin, label="coil " + "ABCD"[i])
+                         for i, pin in enumerate(pins[name])]
+                setattr(self, name, Stepper(name, coils, self.board[name], self))
             self.ir = Ir(self, out(early, "ir_led", pins["ir_led"]),
                          out(early, "ir_cut", pins["ircut_open"], label="open coil"),
                          out(early, "ir_cut", pins["ircut_close"], label="close coil"),
@@ -65,6 +65,10 @@ class Camera:
                          "red": Led(self, out(early, "led_red", pins["led_red"]),
                                     cfg["led_blink_ms"])}
             self.axes = {"pan": self.pan, "tilt": self.tilt}
+            # what takes each device out of service (wifi_power: written once, left be)
+            self._devices = {"pan": self.pan, "tilt": self.tilt, "ir_cut": self.ir,
+                             "ir_led": self.ir, "led_green": self.leds["green"],
+                             "led_red": self.leds["red"], "sd_reset": self.power}
             for e in early:   # the devices exist now: those lines' devices go out of service
                 self.fault(e)
         except BaseException:
@@ -96,10 +100,6 @@ class Camera:
             line = DeadLine(e)
         self._lines.setdefault(device, []).append(line)
         return line
-
-    def _coils(self, early, axis, pins):
-        return [self._claim(early, axis, pin, label="coil " + "ABCD"[i])
-                for i, pin in enumerate(pins)]
 
     def start(self):
         """Power-on actions: SD reader reset, known IR state, optional homing. A line
@@ -154,26 +154,15 @@ class Camera:
             if not answered:
                 self.unreported.append((device, why))
             print("camagent: " + why, file=sys.stderr)
-            self._out_of_service(device)
+            if device in self._devices:
+                self._devices[device].out_of_service(device)
+                self._release_lines(device)
             self.changed()
             if all(name in self.failed for name in DEVICES):
                 if answered:     # no command reply goes out now: report it with the rest
                     self.unreported.append((device, why))
                 raise NoDeviceLeft("every device is out of service, the last: " + why)
         return why
-
-    def _out_of_service(self, device):
-        if device in self.axes:
-            self.axes[device].out_of_service()
-        elif device.startswith("ir_"):
-            self.ir.out_of_service(device)
-        elif device.startswith("led_"):
-            self.leds[device[4:]].out_of_service()
-        elif device == "sd_reset":
-            self.power.out_of_service()
-        else:
-            return    # wifi_power: written once at start, and never written low here
-        self._release_lines(device)
 
     def _release_lines(self, device):
         for line in self._lines.get(device, ()):

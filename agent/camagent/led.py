@@ -29,7 +29,7 @@ class Led:
             self.due = None
         self._cam.changed()
 
-    def out_of_service(self):
+    def out_of_service(self, device=None):
         """Its line failed: no more blinking (the camera writes the line low)."""
         self.mode = "OFF"
         self.due = None
