@@ -142,6 +142,32 @@ def test_ir_cut_failing_at_start_in_auto_does_not_stop_the_start(tmp_path):
         r.close()
 
 
+def test_a_pin_that_will_not_export_takes_out_its_device_and_only_that(tmp_path):
+    r = Rig(tmp_path, start=False, night=dict(DAY_NIGHT))
+    try:
+        r.cam.close()
+        with open(os.path.join(r.fs.root, "unexport"), "w") as f:
+            f.write("46\n")                              # wifi power stays exported at exit
+        r.fs.sync()
+        for pin in (IR_LED, 46):                          # the IR LED, and wifi power
+            r.fs.refuse_export(pin)
+        cam = r.build()                                   # waits 0.5 s for each, in vain
+        assert sorted(cam.failed) == ["ir_led", "wifi_power"]
+        assert cam.failed["ir_led"].startswith("ir_led is out of service: GPIO 44: ") and \
+            "did not appear 500 ms after export" in cam.failed["ir_led"]
+        assert cam.hardware_state()["wifi_power"] == "OFF"
+        assert cam.hardware_state()["problems"] == [cam.failed["ir_led"],
+                                                    cam.failed["wifi_power"]]
+        cmd = commands(r)
+        assert refused(cmd, "ir_led/set", b"ON") == cam.failed["ir_led"]
+        cmd.handle("night_mode/set", b"NIGHT")            # the filter alone
+        run_until(r, lambda: not cam.busy)
+        assert cam.ir.cut == "NIGHT" and not cam.ir.led
+        assert not r.fs.exported(IR_LED)
+    finally:
+        r.close()
+
+
 def test_a_line_that_cannot_be_claimed_at_start_takes_out_its_device(tmp_path):
     r = Rig(tmp_path, start=False, night=dict(DAY_NIGHT))
     try:
