@@ -110,10 +110,15 @@ def test_an_ir_cut_coil_failing_mid_pulse_releases_both_coils(rig):
         "ir_cut is out of service: GPIO 76 (open coil): write failed (EIO)"
     assert rig.fs.value(IRCUT_CLOSE) == 0                 # the other coil is never raised
     assert refused(cmd, "ir_cut/set", b"DAY") == cam.failed["ir_cut"]
-    assert refused(cmd, "night_mode/set", b"DAY") == cam.failed["ir_cut"]
     cmd.handle("ir_led/set", b"ON")
     assert cam.ir.led and rig.fs.value(IR_LED) == 1
     assert not cam.busy and cam.ir.due is None
+    cmd.handle("night_mode/set", b"DAY")                  # what is left: the LED
+    assert cam.ir.mode == "DAY" and not cam.ir.led and rig.fs.value(IR_LED) == 0
+    assert rig.fs.value(IRCUT_CLOSE) == 0
+    rig.rec.fail_pins.add(IR_LED)
+    refused(cmd, "ir_led/set", b"ON")
+    assert refused(cmd, "night_mode/set", b"NIGHT") == cam.failed["ir_cut"]   # nothing left
 
 
 def test_ir_cut_failing_at_start_in_auto_does_not_stop_the_start(tmp_path):

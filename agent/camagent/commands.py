@@ -186,7 +186,8 @@ class Commands:
         self.cam.ir.set_cut(_word(payload, CUTS, "ir_cut/set"))
 
     def _night_mode(self, payload, arg):
-        self._working("ir_cut")   # without the filter there is no day or night to set
+        if "ir_led" in self.cam.failed:   # one of the two left is enough: it drives that
+            self._working("ir_cut")
         self.cam.ir.set_mode(_word(payload, MODES, "night_mode/set"))
 
     def _led(self, payload, name):

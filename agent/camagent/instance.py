@@ -12,7 +12,7 @@ states live).
 import json
 import os
 
-_REMEMBERED = 4    # other instance ids remembered: a few clones, bounded memory
+_REMEMBERED = 8    # other instance ids remembered: a few clones, bounded memory
 
 
 class Instance:
@@ -44,13 +44,13 @@ class Instance:
         if not isinstance(other, str) or other == self.id:
             return False
         last = self._others.get(other)
-        if last is None and len(self._others) >= _REMEMBERED:
-            self._others.pop(next(iter(self._others)))
+        if len(self._others) >= _REMEMBERED:
+            self._others = {}    # someone floods us with ids: start over
         self._others[other] = count
         if last is None or last == count or self.problem is not None:
             return False
         self.problem = "another agent with device_id %s is publishing on %s (instance %s)" % (
-            self._device_id, self._base, _clip(other))
+            self._device_id, self._base, other[:16])
         return True
 
 
@@ -61,7 +61,3 @@ def _random_id():
         from .compat import ticks_us
         raw = ticks_us().to_bytes(4, "big")
     return "".join("%02x" % b for b in raw)
-
-
-def _clip(text):
-    return text if len(text) <= 16 else text[:16] + "..."
