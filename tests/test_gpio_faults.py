@@ -335,8 +335,9 @@ def test_ir_cut_coil_dead_in_auto_leaves_the_motors_usable(tmp_path, mosquitto, 
         w.close()
 
 
-def test_the_agent_exits_once_every_device_is_out_of_service(tmp_path, mosquitto):
-    agent = Agent(tmp_path, mosquitto, home_on_boot=True)
+@pytest.mark.parametrize("micropython", interpreters(), ids=IDS)
+def test_the_agent_exits_once_every_device_is_out_of_service(tmp_path, mosquitto, micropython):
+    agent = Agent(tmp_path, mosquitto, micropython=micropython, home_on_boot=True)
     for pin in PAN + TILT + (IRCUT_OPEN, IRCUT_CLOSE, IR_LED, SD_RESET, LED_GREEN, LED_RED):
         agent.sim.break_line(pin)
     w = Watcher(mosquitto, [agent.base + "/#"])
