@@ -11,7 +11,8 @@ import os
 
 import pytest
 
-from broker_fixtures import Agent, Watcher, mosquitto, send, stop_leftovers, wait_until  # noqa: F401,E501
+from broker_fixtures import (Agent, Watcher, mosquitto, send,  # noqa: F401
+                             stop_leftovers, wait_until)
 from mpvm import MicroVM
 
 MICROPYTHON = os.environ.get("MICROPYTHON")

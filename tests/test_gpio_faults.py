@@ -12,7 +12,8 @@ import os
 import pytest
 
 from agent_rig import Rig
-from broker_fixtures import Agent, Watcher, mosquitto, send, still, stop_leftovers, wait_until  # noqa: F401,E501
+from broker_fixtures import (Agent, Watcher, mosquitto, send, still,  # noqa: F401
+                             stop_leftovers, wait_until)
 from camagent.camera import NoDeviceLeft
 from camagent.commands import CommandError, Commands
 from camagent.gpio import GpioError
