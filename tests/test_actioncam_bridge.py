@@ -98,6 +98,12 @@ def test_commands_state_and_discovery_end_to_end(sim, mosquitto, watcher):
         # the firmware learnt at the first poll is the device's sw_version
         last = [json.loads(p) for t, p, r in watcher.messages if t == node % ("button", "still")]
         assert last[-1]["device"]["sw_version"] == "v1.0 rc5"
+        # Home Assistant restarting: discovery and state go out again
+        start = watcher.mark()
+        watcher.publish("homeassistant/status", b"online")
+        watcher.wait_for(lambda t, p: t == node % ("switch", "recording"), "discovery again",
+                         start=start)
+        watcher.wait_for(lambda t, p: t == BASE + "/state", "the state again", start=start)
     finally:
         run.close()
     assert availability(watcher) == b"offline"
@@ -203,3 +209,42 @@ def test_the_cli_refuses_a_broker_that_is_not_there(sim):
     out, err = proc.communicate(timeout=WAIT_S)
     assert proc.returncode == 4
     assert b"nothing is listening at mqtt://127.0.0.1:" in err
+
+
+def _has_gst_rtsp():
+    return os.path.exists("/usr/bin/python3") and subprocess.run(
+        ["/usr/bin/python3", "-c", "import gi; gi.require_version('GstRtspServer', '1.0')"],
+        capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not _has_gst_rtsp(), reason="needs Debian's python3-gi and "
+                                                 "gir1.2-gst-rtsp-server-1.0")
+def test_the_bridge_serves_the_preview_and_publishes_its_url(mosquitto, watcher, tmp_path):
+    """--rtsp-port: the relay runs on the bridge's own control session (the camera takes
+    one control client), ffmpeg decodes from the published URL while commands work."""
+    from camhost.simactioncam import encode_test_stream
+    from test_actioncam import free_udp_port
+    h264 = encode_test_stream(str(tmp_path / "t.h264"), seconds=2, size="320x240")
+    with SimActionCam(h264, preview_port=free_udp_port(), alive_interval_s=0.2) as sim:
+        proc = _cli(sim, mosquitto.url, "--rtsp-port", "0", "--preview-port",
+                    str(sim.preview_port))
+        try:
+            state = wait_state(watcher, lambda d: d["rtsp_url"] and not d["problems"],
+                               "the stream's URL")
+            url = state["rtsp_url"]
+            assert url.startswith("rtsp://127.0.0.1:") and url.endswith("/preview")
+            p = subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-rtsp_transport",
+                                "tcp", "-i", url, "-frames:v", "10", "-f", "framecrc", "-"],
+                               capture_output=True, text=True, timeout=60)
+            sizes = [int(line.split(",")[4]) for line in p.stdout.splitlines()
+                     if line and not line.startswith("#")]
+            assert p.returncode == 0 and sizes == [320 * 240 * 3 // 2] * 10, p.stderr
+            kind, doc = send(watcher, BASE, "still/take", "TAKE", lambda d: d["stills"] == 1)
+            assert kind == "state" and sim.stills == 1
+            configs = [t for t, p, r in watcher.messages if t.endswith("/rtsp_url/config")]
+            assert configs
+        finally:
+            proc.terminate()
+            proc.wait(WAIT_S)
+            proc.stdout.close()
+            proc.stderr.close()
