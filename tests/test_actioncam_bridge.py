@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from broker_fixtures import (WAIT_S, Mosquitto, Watcher, free_port, latest_state, mosquitto,  # noqa: F401
+from broker_fixtures import (WAIT_S, Mosquitto, Watcher, free_port, mosquitto,  # noqa: F401
                              send, stop_leftovers, wait_until)
 from camhost.actioncam import ActionCam
 from camhost.actioncam_bridge import ActionCamBridge
@@ -62,8 +62,9 @@ def availability(watcher):
 
 
 def wait_state(watcher, done, what):
-    watcher.wait_for(lambda t, p: t == BASE + "/state" and done(json.loads(p)), what)
-    return latest_state(watcher, BASE)
+    """The first state document that satisfies done(doc)."""
+    i, t, p = watcher.wait_for(lambda t, p: t == BASE + "/state" and done(json.loads(p)), what)
+    return json.loads(p)
 
 
 def test_commands_state_and_discovery_end_to_end(sim, mosquitto, watcher):

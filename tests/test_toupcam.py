@@ -130,7 +130,7 @@ def test_snap_count_and_interval(cam, listen, tmp_path):
 def test_a_reply_split_over_many_reads(jpeg):
     """The head in 3-byte writes (length fields cut in two) and the JPEG in 1000-byte ones."""
     sim = SimToupCam(jpeg, head=b"\x01" * 5, headers=(b"\x02" * 7, b"\x03" * 3), gap=b"\x04",
-                     chunk=3, chunk_pause_s=0.0005)
+                     chunk=[3] * 30 + [1000], chunk_pause_s=0.001)
     with sim:
         got = toupcam.snap("127.0.0.1", sim.snap_port, timeout=5)
     assert got.jpeg == jpeg and got.reads >= 10

@@ -5,7 +5,8 @@ SimToupCam serves, on loopback and free ports unless told otherwise:
             answered with the nested length-prefixed layers around a real JPEG, shaped
             as in the published capture by default (JPEG at 0x6D, layer lengths
             JPEG+0x21 and JPEG+0x11); `head`, `headers` and `gap` change the shape;
-            the reply goes out in `chunk`-byte writes
+            the reply goes out in `chunk`-byte writes (or a list of sizes, the last
+            one repeated), `chunk_pause_s` apart
   controls  UDP (12000): register writes `00 00 00 00 02 <reg> 04 <u32>` are applied
             and reported back at once; every `report_interval_s` each register is
             reported, one per datagram, to `report_to` and to everyone who wrote
@@ -142,8 +143,12 @@ class SimToupCam:
             if self.fault == "truncated":
                 data = data[:len(data) // 2]
             self.snaps += 1
-            for at in range(0, len(data), self.chunk):
-                conn.sendall(data[at:at + self.chunk])
+            sizes = list(self.chunk) if isinstance(self.chunk, (list, tuple)) else [self.chunk]
+            at, n = 0, 0
+            while at < len(data):
+                size = sizes[min(n, len(sizes) - 1)]
+                conn.sendall(data[at:at + size])
+                at, n = at + size, n + 1
                 if self.chunk_pause_s:
                     time.sleep(self.chunk_pause_s)
         except OSError:
