@@ -250,3 +250,9 @@ def test_bad_register_arguments(cam, listen, capsys):
         assert run_cli(cam, listen, *argv) == 2
         assert message in capsys.readouterr().err
     assert cam.writes == []
+
+
+def test_the_camera_address_must_be_given(capsys):
+    assert cli.main(["toupcam", "snap"]) == 2
+    assert "give the camera's address with --host" in capsys.readouterr().err
+    assert cli.main(["toupcam", "registers"]) == 0

@@ -249,6 +249,11 @@ class Bridge:
             self.rejected += 1
             self.publish_error(topic, payload, "the camera did not do it: %s" % e)
             return False
+        except Exception as e:          # a bug: answered and logged, the bridge stays up
+            self.rejected += 1
+            self.log("%s failed: %r" % (topic, e))
+            self.publish_error(topic, payload, "the bridge failed on this command: %r" % e)
+            return False
         self.accepted += 1
         return True
 

@@ -19,7 +19,6 @@ import time
 from . import toupcam_wire as wire
 from .errors import CamhostError
 
-DEFAULT_HOST = "192.168.1.1"     # not in the notes: give the camera's address with --host
 DEFAULT_TIMEOUT_S = 5.0
 EXIT_TIMEOUT = 3
 USER_REGISTERS = os.path.join(os.path.expanduser("~"), ".config", "camhost",
@@ -299,7 +298,8 @@ class Controls:
 def register(subparsers):
     p = subparsers.add_parser("toupcam", help="ToupTek/AmScope wifi microscope cameras",
                               description=__doc__.splitlines()[0])
-    p.add_argument("--host", default=DEFAULT_HOST, help="camera address (default %(default)s)")
+    p.add_argument("--host", help="the camera's address (needed by every command but "
+                   "`registers`; the protocol notes record no default)")
     p.add_argument("--snap-port", type=int, default=wire.SNAP_PORT, metavar="PORT")
     p.add_argument("--control-port", type=int, default=wire.CONTROL_PORT, metavar="PORT",
                    help="the camera's UDP port (default %(default)s)")
@@ -342,6 +342,10 @@ def main(args):
         for name, reg in sorted(table.items(), key=lambda kv: (kv[1], kv[0])):
             print("0x%02X  %s" % (reg, name))
         return 0
+    if not args.host:
+        raise CamhostError("give the camera's address with --host (camhost toupcam --host "
+                           "ADDR %s ...): the protocol notes record no default" % cmd,
+                           exit_code=2)
     if cmd == "snap":
         return _snap(args)
     if cmd == "bridge":
