@@ -140,3 +140,21 @@ def test_broker_refusals_and_bad_device_ids(tmp_path):
     with pytest.raises(CamhostError, match="device id 'a/b': use letters") as e:
         Bridge(broker.url, "a/b", {})
     assert e.value.exit_code == 2
+
+
+def test_a_command_sent_as_soon_as_connect_returns_is_heard(mosquitto, watcher):
+    """connect() waits for the broker's SUBACK: before, a command published at once could
+    reach the broker before the bridge's subscription did, and was lost."""
+    for n in range(10):
+        bridge = Bridge(mosquitto.url, "b1", {"model": "test"})
+        cam = Cam(bridge)
+        bridge.connect()
+        watcher.publish(BASE + "/thing/set", b"GO")
+        thread = threading.Thread(target=bridge.run_forever, args=(None, 1.0, cam.publish),
+                                  daemon=True)
+        thread.start()
+        try:
+            wait_until(lambda: cam.done == [b"GO"], what="command %d heard" % n)
+        finally:
+            bridge.close()
+            thread.join(WAIT_S)

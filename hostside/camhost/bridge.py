@@ -22,6 +22,7 @@ discovery and the last state, so a broker restarted without persistence is whole
 import json
 import queue
 import re
+import socket
 import ssl
 import sys
 import threading
@@ -52,6 +53,15 @@ def node_id(device_id):
     return re.sub(r"[^a-zA-Z0-9_-]", "_", device_id)
 
 
+def _no_delay(client, userdata, sock):
+    """A command's PUBACK and the state after it are two small writes: without this,
+    Nagle holds the state until the broker's delayed ACK (about 40 ms)."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (OSError, AttributeError):
+        pass    # not a TCP socket (a proxy, a test double): only slower
+
+
 class Bridge:
     def __init__(self, broker_url, device_id, device_info, prefix="camagent",
                  discovery_prefix="homeassistant", log=None, client_name="camhost-bridge"):
@@ -77,6 +87,8 @@ class Bridge:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._first = threading.Event()
+        self._subscribed = threading.Event()
+        self._sub_mid = None
         self._first_rc = None
         self._dropped = None
         self.client = self._client(client_name)
@@ -122,15 +134,17 @@ class Bridge:
                 raise CamhostError("TLS setup for %s failed: %s" % (b, e))
         client.will_set(self.base + "/availability", b"offline", qos=1, retain=True)
         client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
+        client.on_socket_open = _no_delay
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         return client
 
     # --- the session ------------------------------------------------------------------
     def connect(self):
-        """The first connection must come up (a wrong URL or password is an error, exit
-        code 4); after that paho reconnects for as long as the bridge runs."""
+        """The first connection must come up and subscribe (a wrong URL or password is
+        an error, exit code 4); after that paho reconnects for as long as the bridge runs."""
         b = self.broker
         try:
             self.client.connect(b.host, b.port, keepalive=KEEPALIVE_S)
@@ -149,6 +163,12 @@ class Bridge:
             self.client.disconnect()
             self.client.loop_stop()
             raise CamhostError(connect_failure(b, rc, dropped), exit_code=4)
+        # commands published once connect() has returned must be heard
+        if not self._subscribed.wait(CONNECT_TIMEOUT_S):
+            self.client.disconnect()
+            self.client.loop_stop()
+            raise CamhostError("the MQTT broker at %s did not confirm the subscription to %s/# "
+                               "within %d s" % (b, self.base, CONNECT_TIMEOUT_S), exit_code=4)
         return self
 
     def _on_connect(self, client, userdata, flags, reason_code, properties):
@@ -162,7 +182,8 @@ class Bridge:
         self.connects += 1
         if self.connects > 1:
             self.log("reconnected to %s" % self.broker)
-        client.subscribe([(self.base + "/#", 1), (self.discovery_prefix + "/status", 1)])
+        self._sub_mid = client.subscribe([(self.base + "/#", 1),
+                                          (self.discovery_prefix + "/status", 1)])[1]
         # paho's thread: queue only, never wait here
         with self._lock:
             client.publish(self.base + "/availability",
@@ -170,6 +191,10 @@ class Bridge:
             self._publish_discovery()
             if self._state is not None:
                 client.publish(self.base + "/state", self._state, qos=1, retain=True)
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
+        if mid == self._sub_mid:
+            self._subscribed.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
         if not self._first.is_set():

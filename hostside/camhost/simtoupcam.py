@@ -1,7 +1,8 @@
 """A simulated ToupCam wifi microscope camera, written from protocols/toupcam.md.
 
 SimToupCam serves, on loopback and free ports unless told otherwise:
-  snap      TCP (555): a request starting with "GE" (or exactly `request`, if given) is
+  snap      TCP (555): a request starting with "GE" (complete when its framing, "GE" +
+            u32 length + body, has come, or after 0.2 s of quiet), or exactly `request`, is
             answered with the nested length-prefixed layers around a real JPEG, shaped
             as in the published capture by default (JPEG at 0x6D, layer lengths
             JPEG+0x21 and JPEG+0x11); `head`, `headers` and `gap` change the shape;
@@ -128,6 +129,8 @@ class SimToupCam:
                 buf += block
                 if self.request and (len(buf) >= want or not self.request.startswith(buf)):
                     break
+                if not self.request and _framed(buf):
+                    break              # "GE" + a length + that many bytes: complete
             self.requests.append(buf)
             ok = buf == self.request if self.request else buf.startswith(wire.REPLY_MAGIC)
             if not ok:
@@ -198,6 +201,13 @@ class SimToupCam:
             for peer in targets:
                 for packet in packets:
                     self._send(packet, peer)
+
+
+def _framed(request):
+    """A request in the reply's framing ("GE", u32 length, body) that has all come."""
+    if len(request) < 6 or not request.startswith(wire.REPLY_MAGIC):
+        return False
+    return len(request) >= 6 + wire.LENGTH.unpack_from(request, 2)[0]
 
 
 def make_test_jpeg(path, size="1280x720"):
