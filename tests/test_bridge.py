@@ -158,3 +158,22 @@ def test_a_command_sent_as_soon_as_connect_returns_is_heard(mosquitto, watcher):
         finally:
             bridge.close()
             thread.join(WAIT_S)
+
+
+def test_tls_broker(tmp_path):
+    from broker_fixtures import Certificates
+    certs = Certificates(tmp_path / "certs")
+    broker = Mosquitto(tmp_path / "tls", tls=certs).start()
+    url = "mqtts://127.0.0.1:%d?ca=%s" % (broker.port, certs.ca)
+    bridge = Bridge(url, "b1", {"model": "test"})
+    bridge.set_available(True)
+    bridge.connect()
+    watcher = Watcher(broker, topics=(BASE + "/#",), tls=certs)
+    try:
+        wait_until(lambda: watcher.all(BASE + "/availability") == [(b"online", 1)],
+                   what="online over TLS")
+    finally:
+        watcher.close()
+        bridge.close()
+    with pytest.raises(CamhostError, match="TLS with mqtts://127.0.0.1:%d failed" % broker.port):
+        Bridge("mqtts://127.0.0.1:%d" % broker.port, "b1", {}).connect()   # no CA: untrusted
