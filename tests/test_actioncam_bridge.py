@@ -249,3 +249,19 @@ def test_the_bridge_serves_the_preview_and_publishes_its_url(mosquitto, watcher,
             proc.wait(WAIT_S)
             proc.stdout.close()
             proc.stderr.close()
+
+
+def test_an_answer_that_does_not_parse_is_a_problem_not_a_crash(sim, mosquitto, watcher,
+                                                                 monkeypatch):
+    from camhost import actioncam_wire
+    monkeypatch.setattr(actioncam_wire, "firmware_payload", lambda version: b"short")
+    run = Running(sim.control_port, mosquitto)
+    try:
+        state = wait_state(watcher, lambda d: d["problems"], "the problem")
+        assert state["problems"][0].endswith("firmware information of 5 bytes has no version "
+                                             "string (at offset 80)")
+        assert availability(watcher) == b"offline" and run.thread.is_alive()
+        monkeypatch.undo()
+        wait_until(lambda: availability(watcher) == b"online", what="online once it parses")
+    finally:
+        run.close()

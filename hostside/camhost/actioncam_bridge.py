@@ -18,6 +18,7 @@ import threading
 
 from .actioncam import CameraError, PreviewRelay, RtspServer
 from .bridge import Bridge, BridgeError
+from .errors import CamhostError
 
 MODEL = "wifi action camera (phone-app protocol)"
 
@@ -75,7 +76,7 @@ class ActionCamBridge:
                 self.firmware = self.cam.firmware()
                 self.bridge.update_device(sw_version=self.firmware)
             self.files = len(self.cam.files())
-        except CameraError as e:
+        except CamhostError as e:        # CameraError, or an answer that does not parse
             self._gone("the camera at %s:%d does not answer: %s"
                        % (self.cam.host, self.cam.port, e))
         else:

@@ -83,7 +83,7 @@ class Bridge:
         self._entities = []          # (component, object_id, doc)
         self._state = None           # the last state document, as published
         self._available = False
-        self._inbox = queue.Queue()  # ("command", topic, payload) / ("discovery",)
+        self._inbox = queue.Queue()  # ("command", topic, payload) / ("discovery", None, None)
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._first = threading.Event()
@@ -293,7 +293,10 @@ class Bridge:
         while not self._stop.is_set():
             now = time.monotonic()
             if poll is not None and now >= next_poll:
-                poll()
+                try:
+                    poll()
+                except Exception as e:   # a bug in the camera side: logged, not fatal
+                    self.log("the camera poll failed: %r" % e)
                 next_poll = time.monotonic() + interval
             wait = max(0.0, min(next_poll - time.monotonic(), 0.5)) if poll else 0.5
             try:
