@@ -256,3 +256,10 @@ def test_the_camera_address_must_be_given(capsys):
     assert cli.main(["toupcam", "snap"]) == 2
     assert "give the camera's address with --host" in capsys.readouterr().err
     assert cli.main(["toupcam", "registers"]) == 0
+
+
+def test_a_busy_report_port_is_a_clear_error(cam, listen, capsys):
+    with toupcam.Controls("127.0.0.1", cam.control_port, listen, "127.0.0.1"):
+        assert run_cli(cam, listen, "watch", "--count", "1") == 1
+    assert "cannot listen on UDP port %d for the camera's reports" % listen in \
+        capsys.readouterr().err

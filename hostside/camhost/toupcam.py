@@ -227,8 +227,8 @@ class Controls:
     def __init__(self, host, port=wire.CONTROL_PORT, listen_port=wire.CONTROL_PORT,
                  bind="0.0.0.0"):
         self.camera = (host, port)
+        # no SO_REUSEADDR: a second listener on the port must fail here, not hear nothing
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             self.sock.bind((bind, listen_port))
         except OSError as e:

@@ -101,7 +101,9 @@ class ToupCamBridge:
         while not self._stop.is_set():
             try:
                 got = self.controls.receive(0.5)
-            except OSError:
+            except OSError as e:
+                if not self._stop.is_set():
+                    self.bridge.log("reading the camera's reports stopped: %s" % e)
                 return
             if got is None:
                 continue
