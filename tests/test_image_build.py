@@ -57,6 +57,8 @@ all:
 \t@mkdir -p $(O)/images $(O)/build $(O)/target/usr/bin $(O)/target/etc/init.d
 \t@head -c 150000 /dev/urandom > $(O)/target/usr/bin/micropython
 \t@printf '#!/bin/sh\\n' > $(O)/target/etc/init.d/S96camagent
+\t@cp $(firstword $(subst :, ,$(BR2_EXTERNAL)))/../overlay/etc/camagent.json \\
+\t\t$(O)/target/etc/camagent.json
 \t@printf 'micropython,./usr/bin/micropython\\ncamagent,./etc/init.d/S96camagent\\n' \\
 \t\t> $(O)/build/packages-file-list.txt
 \t@head -c 1000000 /dev/urandom > $(O)/kernel.bin
@@ -126,8 +128,8 @@ def test_merged_defconfig(tree, tmp_path):
     assert opts["BR2_LINUX_KERNEL_CONFIG_FRAGMENT_FILES"] == (
         'BR2_LINUX_KERNEL_CONFIG_FRAGMENT_FILES="$(BR2_EXTERNAL_CAMAGENT_PATH)/board/'
         'imou-ranger-rc/linux.fragment %s"' % p.linux_slim_path)
-    # the slimming profile: later settings replace the board's
-    assert opts["BR2_PACKAGE_MAJESTIC_WEBUI"] == "# BR2_PACKAGE_MAJESTIC_WEBUI is not set"
+    # the slimming profile: later settings replace the board's; the web UI stays
+    assert opts["BR2_PACKAGE_MAJESTIC_WEBUI"] == "BR2_PACKAGE_MAJESTIC_WEBUI=y"
     assert opts["BR2_PACKAGE_VTUND_OPENIPC"] == "# BR2_PACKAGE_VTUND_OPENIPC is not set"
     assert p.linux_slim == "# CONFIG_NFS_FS is not set\n"
     assert "# --- general/openipc.fragment" in p.defconfig
@@ -170,9 +172,16 @@ def test_board_patch_dir_is_reapplied_as_openipc_does(tree, tmp_path):
                                             ' $(BR2_EXTERNAL_CAMAGENT_PATH)/patches/lean"')
 
 
+def test_drop_webui_leaves_the_web_ui_out_of_the_build(tree, tmp_path):
+    p = openipc.plan(str(tree), BOARD, output=str(tmp_path / "out"), drop_webui=True)
+    assert options(p.defconfig)["BR2_PACKAGE_MAJESTIC_WEBUI"] == \
+        "# BR2_PACKAGE_MAJESTIC_WEBUI is not set"
+
+
 def test_every_slim_item_has_a_build_equivalent():
+    # other-sensors depends on the camera's sensor= (from its backup): repack only
     for item in slim.ITEMS:
-        assert item.kconfig or item.linux_config, item.name
+        assert item.kconfig or item.linux_config or item.per_sensor, item.name
 
 
 def test_dry_run_prints_and_runs_nothing(tree, tmp_path, capsys):
@@ -249,8 +258,8 @@ def test_build_composes_the_image_from_the_build_outputs(tree, tmp_path, capsys,
     assert added["package micropython"]["bytes"] == 150000
     assert added["package micropython"]["squashed_bytes"] > 140000
     assert "package camagent" in added
-    assert "- slim: webui (not built)" in text
-    assert "config: # BR2_PACKAGE_MAJESTIC_WEBUI is not set; you lose" in text
+    assert "- slim: nfs (not built)" in text and "webui" not in text
+    assert "config: # CONFIG_NFS_FS is not set; you lose" in text
     assert manifest["complete"] is False
 
 

@@ -122,12 +122,12 @@ def clean_env(environ=None):
 
 
 def plan(openipc, b, output=None, slim_profile=slim.DEFAULT_PROFILE, tls=False, jobs=None,
-         environ=None):
+         environ=None, drop_webui=False):
     """Everything `camhost image build` will do, without doing it."""
     tree = check_tree(openipc, b)
     output = os.path.abspath(output or os.path.join(tree.path, "output-camagent-" + b.name))
     buildroot = os.path.join(output, "buildroot-" + tree.br_version)
-    items = slim.profile(slim_profile)
+    items = slim.profile(slim_profile, drop_webui)
     defconfig_path = os.path.join(output, "camagent_defconfig")
     linux_slim_path = os.path.join(output, "camagent-linux-slim.fragment")
     linux_slim = "".join(line + "\n" for line in slim.linux_config_lines(items))
