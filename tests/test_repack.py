@@ -139,7 +139,9 @@ def build_rootfs(tmp, out, filler=200000, seed=1, opts=SQUASH_OPTS, extra=None):
         "etc/sensors/imx335.bin": noise(8000, seed + 12),
         "lib/modules/4.9.84/modules.dep": b"kernel/fs/nfs/nfs.ko: kernel/net/sunrpc/sunrpc.ko\n"
                                           b"kernel/net/sunrpc/sunrpc.ko:\n"
-                                          b"kernel/fs/fat/vfat.ko:\n",
+                                          b"kernel/fs/fat/vfat.ko:\n"
+                                          b"sigmastar/sensor_sc3336_mipi.ko:\n"
+                                          b"sigmastar/sensor_imx335_mipi.ko:\n",
         "etc/shadow": b"root::0:0:99999:7:::\n",
         "usr/bin/majestic": noise(filler, seed + 2),
         "var/www/index.html": noise(90000, seed + 3),

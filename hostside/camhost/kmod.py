@@ -167,3 +167,20 @@ def dep_lines(names, modules, firmware, rel_of):
         lines.append("%s:%s" % (rel_of[name], "".join(" " + rel_of.get(d, firmware.get(d))
                                                      for d in deps)))
     return lines
+
+
+def prune_dep(rootfs):
+    """Drop the modules.dep lines of modules no longer in the rootfs (slimming removed
+    them), so modprobe reports them missing instead of failing on a stale path."""
+    for release in installed_releases(rootfs):
+        top = os.path.join(rootfs, MODULES_DIR, release)
+        dep = os.path.join(top, "modules.dep")
+        if not os.path.isfile(dep) or os.path.islink(dep):
+            continue
+        with open(dep) as f:
+            lines = f.read().splitlines()
+        kept = [line for line in lines
+                if os.path.exists(os.path.join(top, line.split(":", 1)[0]))]
+        if kept != lines:
+            with open(dep, "w") as f:
+                f.write("".join(line + "\n" for line in kept))

@@ -789,6 +789,7 @@ def repack(board_name, firmware, micropython, out, bootloader=None, backup=None,
                                                        item.loses))
             applied.add(item.name)
 
+        kmod.prune_dep(root)
         entries += add_wifi(root, kernel_release, modules, report, args, tmp)
         added_dirs = []
         scratch = os.path.join(tmp, "scratch")
