@@ -110,14 +110,15 @@ exit 1
 """
 
 
-def wifi_modules(directory, driver="ssv6155", vermagic=VERMAGIC, driver_size=3000):
+def wifi_modules(directory, driver="ssv6155", vermagic=VERMAGIC, driver_size=3000,
+                 mac80211_size=2500):
     """A --wifi-modules directory as `make image` leaves it: the driver, mac80211 (cfg80211
     is built into OpenIPC's kernel), ccm, and a module the wifi does not need."""
     top = os.path.join(str(directory), "lib", "modules", "4.9.84")
     kernel_module(os.path.join(top, "extra", driver + ".ko"), driver, vermagic,
                   depends="mac80211", size=driver_size, seed=21)
     kernel_module(os.path.join(top, "kernel/net/mac80211/mac80211.ko"), "mac80211", vermagic,
-                  size=2500, seed=22)
+                  size=mac80211_size, seed=22)
     kernel_module(os.path.join(top, "kernel/crypto/ccm.ko"), "ccm", vermagic, seed=23)
     kernel_module(os.path.join(top, "kernel/drivers/usb/storage/usb-storage.ko"),
                   "usb_storage", vermagic, seed=24)
