@@ -12,9 +12,9 @@ from argparse import Namespace
 import pytest
 
 from camagent import config as agent_config
-from camhost import backups, boards, firstboot, kmod, layout
+from camhost import backups, boards, firstboot, flashcmds, kmod, layout
 from camhost.errors import CamhostError
-from test_image_build import tree  # noqa: F401 (a fixture)
+from test_image_build import make_n, tree  # noqa: F401 (tree: a fixture)
 from test_repack import (BOARD, VERMAGIC, arm_elf, backup_image, build_rootfs, build_uimage,
                          camhost, kernel_module, pack_release, wifi_modules)
 from test_ubootenv import BACKUP_VARS, fw_printenv
@@ -282,3 +282,20 @@ def test_build_bakes_in_the_same_settings(tree, inputs, tmp_path, capsys):  # no
     assert config["mqtt"]["host"] == "10.0.0.5"
     assert config["board"] == boards.BOARDS[BOARD].name
     assert WIFI_PASSWORD not in text
+
+
+def test_flash_plans_to_write_the_env_partition(first_boot, inputs, capsys):
+    chosen = flashcmds.plan(inputs["backup"].read_bytes(), first_boot["image"])
+    assert [p.name for p in chosen] == ["env", "kernel", "rootfs", "rootfs_data"]
+    assert "unchanged, not written: boot" in capsys.readouterr().out
+
+
+def test_make_passes_the_first_boot_settings():
+    cmd = make_n("repack", "MICROPYTHON=/mp", "BACKUP=b.bin", "WIFI_MODULES=/w",
+                 "WIFI_SSID=Home net", "WIFI_PASSWORD_FILE=wifi.pass", "MQTT_HOST=ha.lan",
+                 "MQTT_USER=cam", "MQTT_PASSWORD_FILE=mqtt.pass", "DEVICE_ID=porch")
+    for part in ("--backup b.bin", "--wifi-modules /w", "--wifi-ssid 'Home net'",
+                 "--wifi-password-file wifi.pass", "--mqtt-host ha.lan", "--mqtt-user 'cam'",
+                 "--mqtt-password-file mqtt.pass", "--device-id porch"):
+        assert part in cmd, part
+    assert "--wifi-ssid 'Home net'" in make_n("image", "WIFI_SSID=Home net")
