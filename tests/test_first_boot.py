@@ -177,9 +177,21 @@ def test_modules_without_the_boards_driver_or_not_arm_are_refused(inputs, tmp_pa
     err = refused(inputs, tmp_path, capsys, "--wifi-modules", wifi)
     assert "has no ssv6155.ko (board imou-ranger-rc-4mp needs ssv6155.ko and mac80211.ko)" \
         in err
-    kernel_module(tmp_path / "x86/ssv6155.ko", "ssv6155", machine=62)
-    err = refused(inputs, tmp_path, capsys, "--wifi-modules", tmp_path / "x86")
+    x86 = wifi_modules(tmp_path / "x86")
+    kernel_module(x86 / "lib/modules/4.9.84/extra/ssv6155.ko", "ssv6155", machine=62)
+    err = refused(inputs, tmp_path, capsys, "--wifi-modules", x86)
     assert "is built for ELF machine 62, not ARM (40)" in err
+
+
+def test_only_the_wifi_modules_of_a_target_tree_are_read(inputs, tmp_path, capsys):
+    wifi = wifi_modules(tmp_path / "wifi")
+    junk = wifi / "lib/modules/4.9.84/sigmastar/mi_venc.ko"
+    junk.parent.mkdir()
+    junk.write_bytes(b"not an ELF: a vendor blob repack must not need to read")
+    out = tmp_path / "t.bin"
+    assert camhost(*repack_argv(inputs, out, "--wifi-modules", wifi)) == 0
+    assert not (unsquash(out.read_bytes(), tmp_path / "x") /
+                "lib/modules/4.9.84/sigmastar/mi_venc.ko").exists()
 
 
 def test_a_dependency_nobody_has_is_refused(inputs, tmp_path, capsys):

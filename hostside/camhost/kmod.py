@@ -158,6 +158,11 @@ def dependencies(name, available, chain=()):
     return order
 
 
+def dependencies_of_all(names, available):
+    """{name: its dependencies} for `names`; refuses a dependency `available` lacks."""
+    return {name: dependencies(name, available) for name in names}
+
+
 def dep_lines(names, modules, firmware, rel_of):
     """modules.dep lines for the new `names`: `path: dep paths`."""
     available = dict(firmware, **modules)

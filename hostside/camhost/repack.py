@@ -653,22 +653,28 @@ def wifi_modules(root, b, kernel_name, modules_dir, no_wifi):
         return release, []
     if not os.path.isdir(modules_dir):
         raise CamhostError("--wifi-modules %s is not a directory" % modules_dir)
-    given = {}
+    # by file name: only the modules wifi needs are read (a target tree has many)
+    paths = {}
     for path in kmod.find(modules_dir):
-        info = kmod.modinfo(path)
-        name = info.get("name") or kmod.module_name(path)
-        given.setdefault(name, kmod.Module(name, path, info))
-    missing = [n for n in needed if n not in given and n not in firmware]
+        paths.setdefault(kmod.module_name(path), path)
+    missing = [n for n in needed if n not in paths and n not in firmware]
     if missing:
         raise CamhostError("--wifi-modules %s has no %s (board %s needs %s.ko and "
                            "mac80211.ko)" % (modules_dir, ", ".join(m + ".ko" for m in missing),
                                              b.name, b.wifi_driver))
-    available = dict(firmware, **{n: m for n, m in given.items() if n not in firmware})
-    wanted = []
-    for name in [n for n in needed + WIFI_CRYPTO if n in given and n not in firmware]:
-        for n in [name] + kmod.dependencies(name, available):
-            if n not in firmware and n not in wanted:
-                wanted.append(n)
+    given, wanted = {}, []
+    queue = [n for n in needed + WIFI_CRYPTO if n in paths and n not in firmware]
+    while queue:
+        name = queue.pop(0)
+        if name in given:
+            continue
+        given[name] = kmod.Module(name, paths[name], kmod.modinfo(paths[name]))
+        wanted.append(name)
+        depends = given[name].info.get("depends", "")
+        for dep in filter(None, (d.strip().replace("-", "_") for d in depends.split(","))):
+            if dep in paths and dep not in firmware:
+                queue.append(dep)
+    kmod.dependencies_of_all(wanted, dict(firmware, **given))    # refuses a missing one
     reference = kmod.reference_vermagic(root, release, firmware)
     for n in wanted:
         kmod.check_vermagic(given[n], release, reference)
