@@ -15,7 +15,7 @@ from camagent import config as agent_config
 from camhost import backups, boards, firstboot, flashcmds, kmod, layout
 from camhost.errors import CamhostError
 from test_image_build import make_n, tree  # noqa: F401 (tree: a fixture)
-from test_repack import (BOARD, VERMAGIC, arm_elf, backup_image, build_rootfs, build_uimage,
+from test_repack import (BOARD, FIRMWARE_DEP, VERMAGIC, arm_elf, backup_image, build_rootfs, build_uimage,
                          camhost, kernel_module, pack_release, wifi_modules)
 from test_ubootenv import BACKUP_VARS, fw_printenv
 
@@ -311,3 +311,34 @@ def test_make_passes_the_first_boot_settings():
                  "--mqtt-password-file mqtt.pass", "--device-id porch"):
         assert part in cmd, part
     assert "--wifi-ssid 'Home net'" in make_n("image", "WIFI_SSID=Home net")
+
+
+def test_dependencies_on_the_firmwares_own_modules_are_listed_in_full(tmp_path, capsys):
+    # a kernel with cfg80211 as a module (needing rfkill), as other OpenIPC kernels have
+    top = "lib/modules/4.9.84/kernel/net/"
+    rootfs = build_rootfs(tmp_path, tmp_path / "rootfs.sq", extra={
+        "lib/modules/4.9.84/modules.dep": FIRMWARE_DEP + b"kernel/net/wireless/cfg80211.ko: "
+                                          b"kernel/net/rfkill/rfkill.ko\n"
+                                          b"kernel/net/rfkill/rfkill.ko:\n"},
+        modules={top + "wireless/cfg80211.ko": ("cfg80211", "rfkill"),
+                 top + "rfkill/rfkill.ko": ("rfkill", "")})
+    tgz = pack_release(tmp_path / "r.tgz", build_uimage(tmp_path, tmp_path / "uImage"), rootfs)
+    wifi = wifi_modules(tmp_path / "wifi")
+    kernel_module(wifi / "lib/modules/4.9.84/kernel/net/mac80211/mac80211.ko", "mac80211",
+                  depends="cfg80211")
+    out = tmp_path / "o.bin"
+    assert camhost("image", "repack", "--board", BOARD, "--firmware", tgz, "--micropython",
+                   arm_elf(tmp_path / "mp"), "--wifi-modules", wifi, "--out", out) == 0
+    dep = (unsquash(out.read_bytes(), tmp_path / "x") / "lib/modules/4.9.84/modules.dep")
+    lines = dep.read_text().splitlines()
+    assert "extra/ssv6155.ko: kernel/net/mac80211/mac80211.ko kernel/net/wireless/" \
+           "cfg80211.ko kernel/net/rfkill/rfkill.ko" in lines
+    assert "kernel/net/mac80211/mac80211.ko: kernel/net/wireless/cfg80211.ko " \
+           "kernel/net/rfkill/rfkill.ko" in lines
+    # and busybox depmod agrees on the whole file
+    copy = tmp_path / "copy"
+    shutil.copytree(str(tmp_path / "x" / "lib"), str(copy / "lib"), symlinks=True)
+    os.remove(copy / "lib/modules/4.9.84/modules.dep")
+    subprocess.run(["busybox", "depmod", "-b", str(copy), "4.9.84"], check=True)
+    theirs = (copy / "lib/modules/4.9.84/modules.dep").read_text().splitlines()
+    assert sorted(lines) == sorted(theirs)

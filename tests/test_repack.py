@@ -99,6 +99,13 @@ def kernel_module(path, name, vermagic=VERMAGIC, depends="", size=2000, seed=1, 
     return path
 
 
+# The fixture firmware's modules.dep, as depmod writes it
+FIRMWARE_DEP = (b"kernel/fs/nfs/nfs.ko: kernel/net/sunrpc/sunrpc.ko\n"
+                b"kernel/net/sunrpc/sunrpc.ko:\n"
+                b"kernel/fs/fat/vfat.ko:\n"
+                b"sigmastar/sensor_sc3336_mipi.ko:\n"
+                b"sigmastar/sensor_imx335_mipi.ko:\n")
+
 # What /etc/wireless/usb looks like in OpenIPC: a case per wlandev name.
 WIRELESS_USB = b"""#!/bin/sh
 if [ "$1" = "ssv6158-ssc335-ipc" ]; then
@@ -125,7 +132,7 @@ def wifi_modules(directory, driver="ssv6155", vermagic=VERMAGIC, driver_size=300
     return directory
 
 
-def build_rootfs(tmp, out, filler=200000, seed=1, opts=SQUASH_OPTS, extra=None):
+def build_rootfs(tmp, out, filler=200000, seed=1, opts=SQUASH_OPTS, extra=None, modules=None):
     """A small OpenIPC-like rootfs with the things slimming removes, a setuid binary, a
     non-root owner and a device node, squashed with `opts`."""
     root = tmp / ("tree-%d" % seed)
@@ -138,11 +145,7 @@ def build_rootfs(tmp, out, filler=200000, seed=1, opts=SQUASH_OPTS, extra=None):
         "etc/wireless/usb": WIRELESS_USB,
         "etc/sensors/sc3336.bin": noise(9000, seed + 11),
         "etc/sensors/imx335.bin": noise(8000, seed + 12),
-        "lib/modules/4.9.84/modules.dep": b"kernel/fs/nfs/nfs.ko: kernel/net/sunrpc/sunrpc.ko\n"
-                                          b"kernel/net/sunrpc/sunrpc.ko:\n"
-                                          b"kernel/fs/fat/vfat.ko:\n"
-                                          b"sigmastar/sensor_sc3336_mipi.ko:\n"
-                                          b"sigmastar/sensor_imx335_mipi.ko:\n",
+        "lib/modules/4.9.84/modules.dep": FIRMWARE_DEP,
         "etc/shadow": b"root::0:0:99999:7:::\n",
         "usr/bin/majestic": noise(filler, seed + 2),
         "var/www/index.html": noise(90000, seed + 3),
@@ -160,10 +163,12 @@ def build_rootfs(tmp, out, filler=200000, seed=1, opts=SQUASH_OPTS, extra=None):
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
-    modules = root / "lib/modules/4.9.84/kernel"
+    extra_modules, modules = modules, root / "lib/modules/4.9.84/kernel"
     kernel_module(modules / "fs/nfs/nfs.ko", "nfs", depends="sunrpc", size=70000, seed=seed + 6)
     kernel_module(modules / "net/sunrpc/sunrpc.ko", "sunrpc", size=50000, seed=seed + 7)
     kernel_module(modules / "fs/fat/vfat.ko", "vfat", size=10000, seed=seed + 8)
+    for rel, (name, depends) in (extra_modules or {}).items():
+        kernel_module(root / rel, name, depends=depends)
     os.chmod(root / "etc/wireless/usb", 0o755)
     (root / "dev").mkdir()
     for link, target in (("bin/sh", "busybox"), ("bin/su", "busybox"),

@@ -163,14 +163,29 @@ def dependencies_of_all(names, available):
     return {name: dependencies(name, available) for name in names}
 
 
-def dep_lines(names, modules, firmware, rel_of):
-    """modules.dep lines for the new `names`: `path: dep paths`."""
+def read_dep(path):
+    """{module path: [dependency paths]} of a modules.dep file ({} if there is none)."""
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        return {module.strip(): deps.split() for module, _, deps in
+                (line.partition(":") for line in f.read().splitlines()) if module.strip()}
+
+
+def dep_lines(names, modules, firmware, rel_of, firmware_dep):
+    """modules.dep lines for the new `names`: `path: dep paths`, with the firmware's own
+    modules' dependencies taken from its modules.dep (`firmware_dep`), as depmod lists
+    every module a module needs, however deep."""
     available = dict(firmware, **modules)
     lines = []
     for name in names:
-        deps = dependencies(name, available)
-        lines.append("%s:%s" % (rel_of[name], "".join(" " + rel_of.get(d, firmware.get(d))
-                                                     for d in deps)))
+        paths = []
+        for dep in dependencies(name, available):
+            path = rel_of.get(dep) or firmware[dep]
+            for p in [path] + (firmware_dep.get(path, []) if dep not in rel_of else []):
+                if p not in paths:
+                    paths.append(p)
+        lines.append("%s:%s" % (rel_of[name], "".join(" " + p for p in paths)))
     return lines
 
 

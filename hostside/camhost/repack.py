@@ -695,6 +695,7 @@ def add_wifi(root, release, modules, report, args, tmp):
     if not modules:
         return []
     top = os.path.join(kmod.MODULES_DIR, release)
+    firmware = kmod.firmware_modules(root, release)     # before ours join them
     created = []
     for module, rel in modules:
         alone = tempfile.mkdtemp(dir=tmp)
@@ -705,11 +706,10 @@ def add_wifi(root, release, modules, report, args, tmp):
                    module.info.get("description", ""))
         created += [Entry(d, "d", 0o755, 0, 0, None) for d in _merge_into(alone, root)]
         created.append(Entry("%s/%s" % (top, rel), "f", 0o644, 0, 0, None))
-    firmware = kmod.firmware_modules(root, release)
     names = [m.name for m, _ in modules]
-    lines = kmod.dep_lines(names, {m.name: m for m, _ in modules}, firmware,
-                           {m.name: rel for m, rel in modules})
     dep = os.path.join(root, top, "modules.dep")
+    lines = kmod.dep_lines(names, {m.name: m for m, _ in modules}, firmware,
+                           {m.name: rel for m, rel in modules}, kmod.read_dep(dep))
     existed = os.path.isfile(dep)
     with open(dep, "a") as f:
         f.write("".join(line + "\n" for line in lines))
