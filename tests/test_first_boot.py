@@ -342,3 +342,34 @@ def test_dependencies_on_the_firmwares_own_modules_are_listed_in_full(tmp_path, 
     subprocess.run(["busybox", "depmod", "-b", str(copy), "4.9.84"], check=True)
     theirs = (copy / "lib/modules/4.9.84/modules.dep").read_text().splitlines()
     assert sorted(lines) == sorted(theirs)
+
+
+def test_a_firmware_with_the_driver_needs_no_modules_dir(tmp_path, capsys):
+    # e.g. an OpenIPC build of this board: the driver and mac80211 are already in it
+    top = "lib/modules/4.9.84/"
+    rootfs = build_rootfs(tmp_path, tmp_path / "rootfs.sq", modules={
+        top + "extra/ssv6155.ko": ("ssv6155", "mac80211"),
+        top + "kernel/net/mac80211/mac80211.ko": ("mac80211", "")})
+    tgz = pack_release(tmp_path / "r.tgz", build_uimage(tmp_path, tmp_path / "uImage"), rootfs)
+    out = tmp_path / "o.bin"
+    assert camhost("image", "repack", "--board", BOARD, "--firmware", tgz, "--micropython",
+                   arm_elf(tmp_path / "mp"), "--out", out) == 0
+    m = json.loads((tmp_path / "o.manifest.json").read_text())
+    assert m["wifi"]["modules_added"] == []
+    x = unsquash(out.read_bytes(), tmp_path / "x")
+    assert (x / "etc/wireless/usb").read_text().splitlines()[1] == HOOK
+
+
+@pytest.mark.parametrize("board, wlandev", [
+    ("imou-ranger-rc-4mp", "ssv6155-ssc337-imou-ranger-rc"),
+    ("imou-ranger-rc-3mp", "ssv6x5x-ssc333-imou-ranger-rc"),
+])
+def test_each_board_gets_its_own_wlandev(board, wlandev):
+    s = firstboot.from_args(settings_args(wifi_ssid="Home", wifi_password_file="-"),
+                            stdin=io.StringIO(WIFI_PASSWORD))
+    assert firstboot.env_changes(s, boards.BOARDS[board]) == {
+        "wlandev": wlandev, "wlanssid": "Home", "wlanpass": WIFI_PASSWORD}
+    # the name usb-camagent answers to
+    script = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                               "overlay/etc/wireless/usb-camagent")).read()
+    assert "\t%s)\n" % wlandev in script
