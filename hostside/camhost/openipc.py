@@ -151,8 +151,9 @@ def plan(openipc, b, output=None, slim_profile=slim.DEFAULT_PROFILE, tls=False, 
         extra.append('BR2_LINUX_KERNEL_CONFIG_FRAGMENT_FILES="%s"' % linux_slim_path)
     if tls:
         extra.append('BR2_GLOBAL_PATCH_DIR="$(BR2_EXTERNAL_CAMAGENT_PATH)/patches/tls"')
-    label = "camagent: slimming profile %s%s" % (slim_profile or "(none)",
-                                                 ", TLS" if tls else "")
+    label = "camagent: slimming profile %s%s%s" % (slim_profile or "(none)",
+                                                   ", --drop-webui" if drop_webui else "",
+                                                   ", TLS" if tls else "")
     sections.append((label, "\n".join(extra), True))
     defconfig = merge(sections)
 
