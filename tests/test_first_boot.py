@@ -373,3 +373,24 @@ def test_each_board_gets_its_own_wlandev(board, wlandev):
     script = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                "overlay/etc/wireless/usb-camagent")).read()
     assert "\t%s)\n" % wlandev in script
+
+
+def test_no_tool_camhost_runs_gets_a_password_on_its_command_line(inputs, tmp_path,
+                                                                  monkeypatch):
+    seen = []
+    real_run = subprocess.run
+
+    def recording_run(argv, *args, **kwargs):
+        seen.append(" ".join(str(a) for a in argv))
+        return real_run(argv, *args, **kwargs)
+    monkeypatch.setattr(subprocess, "run", recording_run)
+    out = tmp_path / "o.bin"
+    assert camhost(*repack_argv(
+        inputs, out, "--backup", inputs["backup"], "--wifi-modules", inputs["wifi"],
+        "--wifi-ssid", "Home net", "--wifi-password-file", inputs["tmp"] / "wifi.pass",
+        "--mqtt-host", "ha.lan", "--mqtt-user", "cam",
+        "--mqtt-password-file", inputs["tmp"] / "mqtt.pass")) == 0
+    tools = {line.split()[0].rsplit("/", 1)[-1] for line in seen}
+    assert {"mkenvimage", "fw_printenv", "mksquashfs", "unsquashfs"} <= tools
+    for line in seen:
+        assert WIFI_PASSWORD not in line and MQTT_PASSWORD not in line, line
