@@ -12,7 +12,7 @@ from argparse import Namespace
 import pytest
 
 from camagent import config as agent_config
-from camhost import backups, boards, firstboot, flashcmds, kmod, layout
+from camhost import backups, boards, firstboot, flashcmds, kmod, layout, ubootenv
 from camhost.errors import CamhostError
 from test_image_build import make_n, tree  # noqa: F401 (tree: a fixture)
 from test_repack import (BOARD, FIRMWARE_DEP, VERMAGIC, arm_elf, backup_image, build_rootfs, build_uimage,
@@ -394,3 +394,13 @@ def test_no_tool_camhost_runs_gets_a_password_on_its_command_line(inputs, tmp_pa
     assert {"mkenvimage", "fw_printenv", "mksquashfs", "unsquashfs"} <= tools
     for line in seen:
         assert WIFI_PASSWORD not in line and MQTT_PASSWORD not in line, line
+
+
+def test_a_non_ascii_ssid_is_stored_as_its_utf8_bytes(inputs, tmp_path):
+    s = firstboot.from_args(settings_args(wifi_ssid="Café ☕", wifi_password_file="-"),
+                            stdin=io.StringIO(WIFI_PASSWORD))
+    env = layout.slice_of(inputs["backup"].read_bytes(), "env")
+    new = ubootenv.update(env, firstboot.env_changes(s, boards.BOARDS[BOARD]),
+                          workdir=str(tmp_path))
+    out = fw_printenv(tmp_path, new, "-n", "wlanssid")
+    assert out.returncode == 0 and out.stdout.rstrip(b"\n") == "Café ☕".encode("utf-8")

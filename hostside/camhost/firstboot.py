@@ -134,7 +134,10 @@ def env_changes(s, board):
     """{U-Boot variable: value} for the wifi, or {} without wifi settings."""
     if s is None or s.wifi_ssid is None:
         return {}
-    return OrderedDict((("wlandev", board.wlandev), ("wlanssid", s.wifi_ssid),
+    # the environment holds bytes (ubootenv writes Latin-1 text); wpa_supplicant compares
+    # the SSID's UTF-8 bytes, so a non-ASCII name is stored as those bytes
+    return OrderedDict((("wlandev", board.wlandev),
+                        ("wlanssid", s.wifi_ssid.encode("utf-8").decode("latin-1")),
                         ("wlanpass", s.wifi_password)))
 
 
