@@ -61,6 +61,12 @@ all:
 \t\t$(O)/target/etc/camagent.json
 \t@printf 'micropython,./usr/bin/micropython\\ncamagent,./etc/init.d/S96camagent\\n' \\
 \t\t> $(O)/build/packages-file-list.txt
+\t@printf 'ssv615x-openipc,./lib/modules/4.9.84/extra/ssv6155.ko\\n' >> $(O)/build/packages-file-list.txt
+\t@printf 'ssv635x-openipc,./lib/modules/4.9.84/extra/ssv6x5x.ko\\n' >> $(O)/build/packages-file-list.txt
+\t@mkdir -p $(O)/target/lib/modules/4.9.84/extra $(O)/target/lib/modules/4.9.84/kernel/net/mac80211
+\t@head -c 40000 /dev/urandom > $(O)/target/lib/modules/4.9.84/extra/ssv6155.ko
+\t@head -c 40000 /dev/urandom > $(O)/target/lib/modules/4.9.84/extra/ssv6x5x.ko
+\t@head -c 30000 /dev/urandom > $(O)/target/lib/modules/4.9.84/kernel/net/mac80211/mac80211.ko
 \t@head -c 1000000 /dev/urandom > $(O)/kernel.bin
 \t@mkimage -A arm -O linux -T kernel -C none -a 0x21000000 -e 0x21000000 \\
 \t\t-n Linux-4.9.84 -d $(O)/kernel.bin $(O)/images/uImage > /dev/null
@@ -258,6 +264,8 @@ def test_build_composes_the_image_from_the_build_outputs(tree, tmp_path, capsys,
     assert added["package micropython"]["bytes"] == 150000
     assert added["package micropython"]["squashed_bytes"] > 140000
     assert "package camagent" in added
+    assert added["wifi: package ssv615x-openipc"]["bytes"] == 40000       # the 4 MP's driver
+    assert added["wifi: mac80211.ko"]["squashed_bytes"] > 28000
     assert "- slim: nfs (not built)" in text and "webui" not in text
     assert "config: # CONFIG_NFS_FS is not set; you lose" in text
     assert manifest["complete"] is False
@@ -324,3 +332,15 @@ def test_make_says_when_umqtt_cannot_be_downloaded(tmp_path):
     assert "cannot download micropython-umqtt.simple==1.3.4 from PyPI:" in err
     assert "No matching distribution found" in err
     assert not (build / "vendor" / "umqtt" / "simple.py").exists()
+
+
+def test_build_without_the_wifi_driver_is_refused(tree, tmp_path, capsys):
+    mk = tree / "stand-in-buildroot.mk"
+    mk.write_text("".join(line + "\n" for line in mk.read_text().splitlines()
+                          if "ssv615x-openipc" not in line))
+    out = tmp_path / "camagent.bin"
+    code = cli.main(["image", "build", "--board", BOARD.name, "--openipc", str(tree),
+                     "--output", str(tmp_path / "br"), "--jobs", "1", "--out", str(out)])
+    assert code == 1 and not out.exists()
+    assert "the build installed no ssv6155.ko (package ssv615x-openipc): the camera would " \
+           "have no wifi" in capsys.readouterr().err

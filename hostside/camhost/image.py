@@ -3,6 +3,7 @@
 The commands are thin: openipc.py runs the OpenIPC build, repack.py adds the agent to
 a release, budget.py does the arithmetic, slim.py knows what can be dropped.
 """
+import glob
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ import tempfile
 from . import budget, firstboot, layout, openipc, repack, slim
 from .backups import contents_lines, describe
 from .boards import BOARDS, board as find_board
+from .errors import CamhostError
 
 
 def register(subparsers):
@@ -131,6 +133,14 @@ def cmd_repack(args):
     return _report(result, settings)
 
 
+# Buildroot package of each wifi driver (buildroot-package/package/camagent/Config.in)
+WIFI_PACKAGES = {"ssv6155": "ssv615x-openipc", "ssv6x5x": "ssv635x-openipc"}
+# what the kernel fragment adds as modules for the wifi (built in, they are not files)
+WIFI_KERNEL_MODULES = ("lib/modules/*/kernel/net/mac80211/mac80211.ko",
+                       "lib/modules/*/kernel/crypto/ccm.ko", "lib/modules/*/kernel/crypto/gcm.ko",
+                       "lib/modules/*/kernel/crypto/ghash-generic.ko")
+
+
 def cmd_build(args):
     settings = firstboot.from_args(args)
     b = find_board(args.board)
@@ -154,11 +164,22 @@ def cmd_build(args):
     report = budget.Budget("%s, OpenIPC %s + camagent" % (b.name, b.openipc_board))
     args_sq = repack.squashfs_args(release.rootfs)
     target = os.path.join(plan.output, "target")
-    installed = openipc.package_files(plan.output, ("camagent", "micropython"))
+    wifi_package = WIFI_PACKAGES[b.wifi_driver]
+    installed = openipc.package_files(plan.output, ("camagent", "micropython", wifi_package))
+    wifi_kernel = sorted(os.path.relpath(p, target) for pattern in WIFI_KERNEL_MODULES
+                         for p in glob.glob(os.path.join(target, pattern)))
+    if not any(os.path.basename(p) == b.wifi_driver + ".ko" for p in installed[wifi_package]):
+        raise CamhostError("the build installed no %s.ko (package %s): the camera would have "
+                           "no wifi; check that %s selects it"
+                           % (b.wifi_driver, wifi_package, b.fragment))
     with tempfile.TemporaryDirectory(prefix="camhost-build-") as tmp:
         for package, paths in sorted(installed.items()):
             present = [p for p in paths if os.path.lexists(os.path.join(target, p))]
-            report.add("package %s" % package, *repack.measure(target, present, args_sq, tmp))
+            label = ("wifi: package %s" if package == wifi_package else "package %s") % package
+            report.add(label, *repack.measure(target, present, args_sq, tmp))
+        if wifi_kernel:
+            report.add("wifi: %s" % ", ".join(os.path.basename(p) for p in wifi_kernel),
+                       *repack.measure(target, wifi_kernel, args_sq, tmp))
     for item in slim.profile(args.slim, args.drop_webui):
         if not item.kconfig + item.linux_config:
             continue    # no config leaves it out of a build: repack-only
