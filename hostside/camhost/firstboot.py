@@ -48,8 +48,9 @@ def add_arguments(p):
     g.add_argument("--device-id", metavar="ID",
                    help="the camera's name in MQTT topics and Home Assistant "
                         "(default: its hostname)")
-    for dest, flag, _ in SECRET_FLAGS:
-        g.add_argument(flag, dest=dest, action=RefusedOnArgv, help="refused: use %s" % _)
+    for dest, flag, instead in SECRET_FLAGS:
+        g.add_argument(flag, dest=dest, action=RefusedOnArgv, metavar="PASSWORD",
+                       help="refused (it would show in the process list): use %s" % instead)
 
 
 def from_args(args, stdin=None):
