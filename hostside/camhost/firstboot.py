@@ -71,8 +71,8 @@ def from_args(args, stdin=None):
         raise CamhostError("--wifi-password-file - and --mqtt-password-file - both read "
                            "stdin: give one of them as a file")
     if (args.wifi_ssid is None) != (args.wifi_password_file is None):
-        raise CamhostError("--wifi-ssid and --wifi-password-file go together (an open "
-                           "network is not supported by OpenIPC's wlan0 setup)")
+        raise CamhostError("--wifi-ssid and --wifi-password-file go together (OpenIPC's "
+                           "wlan0 setup runs wpa_passphrase, which needs a password)")
     if args.mqtt_password_file is not None and args.mqtt_user is None:
         raise CamhostError("--mqtt-password-file needs --mqtt-user")
     if args.mqtt_host is None and (args.mqtt_port, args.mqtt_user) != (None, None):
