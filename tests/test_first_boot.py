@@ -15,8 +15,8 @@ from camagent import config as agent_config
 from camhost import backups, boards, firstboot, flashcmds, kmod, layout, ubootenv
 from camhost.errors import CamhostError
 from test_image_build import make_n, tree  # noqa: F401 (tree: a fixture)
-from test_repack import (BOARD, FIRMWARE_DEP, VERMAGIC, arm_elf, backup_image, build_rootfs, build_uimage,
-                         camhost, kernel_module, pack_release, wifi_modules)
+from test_repack import (BOARD, FIRMWARE_DEP, VERMAGIC, arm_elf, backup_image, build_rootfs,
+                        build_uimage, camhost, kernel_module, pack_release, wifi_modules)
 from test_ubootenv import BACKUP_VARS, fw_printenv
 
 WIFI_PASSWORD = "correct horse battery"

@@ -61,8 +61,10 @@ all:
 \t\t$(O)/target/etc/camagent.json
 \t@printf 'micropython,./usr/bin/micropython\\ncamagent,./etc/init.d/S96camagent\\n' \\
 \t\t> $(O)/build/packages-file-list.txt
-\t@printf 'ssv615x-openipc,./lib/modules/4.9.84/extra/ssv6155.ko\\n' >> $(O)/build/packages-file-list.txt
-\t@printf 'ssv635x-openipc,./lib/modules/4.9.84/extra/ssv6x5x.ko\\n' >> $(O)/build/packages-file-list.txt
+\t@printf 'ssv615x-openipc,./lib/modules/4.9.84/extra/ssv6155.ko\\n' \\
+\t\t>> $(O)/build/packages-file-list.txt
+\t@printf 'ssv635x-openipc,./lib/modules/4.9.84/extra/ssv6x5x.ko\\n' \\
+\t\t>> $(O)/build/packages-file-list.txt
 \t@mkdir -p $(O)/target/lib/modules/4.9.84/extra $(O)/target/lib/modules/4.9.84/kernel/net/mac80211
 \t@head -c 40000 /dev/urandom > $(O)/target/lib/modules/4.9.84/extra/ssv6155.ko
 \t@head -c 40000 /dev/urandom > $(O)/target/lib/modules/4.9.84/extra/ssv6x5x.ko
