@@ -14,10 +14,12 @@ import pytest
 from camagent import config as agent_config
 from camhost import backups, boards, firstboot, flashcmds, kmod, layout, ubootenv
 from camhost.errors import CamhostError
+from camhost.simcam import GpioTree
 from test_image_build import make_n, tree  # noqa: F401 (tree: a fixture)
 from test_repack import (BOARD, FIRMWARE_DEP, VERMAGIC, arm_elf, backup_image, build_rootfs,
                         build_uimage, camhost, kernel_module, pack_release, wifi_modules)
 from test_ubootenv import BACKUP_VARS, fw_printenv
+from test_wifi_bringup import BUSYBOX, FAKES, OPENIPC_S40NETWORK, OPENIPC_SDIO, write
 
 WIFI_PASSWORD = "correct horse battery"
 MQTT_PASSWORD = "broker-secret-42"
@@ -404,3 +406,40 @@ def test_a_non_ascii_ssid_is_stored_as_its_utf8_bytes(inputs, tmp_path):
                           workdir=str(tmp_path))
     out = fw_printenv(tmp_path, new, "-n", "wlanssid")
     assert out.returncode == 0 and out.stdout.rstrip(b"\n") == "Café ☕".encode("utf-8")
+
+
+def test_the_repacked_image_brings_wlan0_up_under_s40network(first_boot, tmp_path):
+    """OpenIPC's boot sequence (test_wifi_bringup's S40network) on the image's own
+    /etc/wireless and env partition, with a modprobe that loads only what the image's
+    modules.dep lists."""
+    x = first_boot["x"]
+    etc = tmp_path / "etc"
+    shutil.copytree(str(x / "etc/wireless"), str(etc / "wireless"))
+    write(str(etc / "wireless/sdio"), OPENIPC_SDIO)
+    write(str(etc / "init.d/S40network"), OPENIPC_S40NETWORK)
+    env = tmp_path / "env.bin"
+    env.write_bytes(layout.slice_of(first_boot["image"], "env"))
+    (tmp_path / "fw_env.config").write_text("%s 0x0 0x%x\n" % (env, env.stat().st_size))
+    bindir = tmp_path / "bin"
+    fakes = dict(FAKES, modprobe=(
+        'grep -qE "(^|/)$1\\.ko:" "$MODDIR/modules.dep" || '
+        '{ echo "modprobe $1 not in modules.dep" >> "$CALLS"; exit 1; }\n'
+        'echo "modprobe $1 gpio46=$(cat "$GPIO_ROOT/gpio46/direction")" >> "$CALLS"\n'))
+    for name, body in fakes.items():
+        write(str(bindir / name), "#!/bin/sh\n" + body)
+    for applet in ("cat", "echo", "head", "tail", "grep", "mv", "chmod", "sh", "["):
+        os.symlink(BUSYBOX, str(bindir / applet))
+    gpio = GpioTree(tmp_path / "gpio")
+    calls = tmp_path / "calls.log"
+    try:
+        subprocess.run([BUSYBOX, "sh", str(etc / "init.d/S40network"), "start"], env={
+            "PATH": str(bindir), "ETC": str(etc), "GPIO_ROOT": gpio.root, "CALLS": str(calls),
+            "FW_ENV_CONFIG": str(tmp_path / "fw_env.config"), "FAIL_MODULES": "",
+            "MODDIR": str(x / "lib/modules/4.9.84")}, check=True, timeout=30)
+        assert gpio.direction(46) == "high"
+    finally:
+        gpio.close()
+    assert calls.read_text().splitlines() == [
+        "ifup lo", "modprobe ccm gpio46=high",
+        "modprobe gcm not in modules.dep", "modprobe ghash_generic not in modules.dep",
+        "modprobe mac80211 gpio46=high", "modprobe ssv6155 gpio46=high", "ifup wlan0"]
