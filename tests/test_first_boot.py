@@ -294,6 +294,9 @@ def test_build_bakes_in_the_same_settings(tree, inputs, tmp_path, capsys):  # no
     x = unsquash(image, tmp_path / "x")
     config = json.loads((x / "etc/camagent.json").read_text())
     assert config["mqtt"]["host"] == "10.0.0.5"
+    # the backup's sensor=sc3336: the other sensor's ISP file is dropped, measured
+    assert sorted(os.listdir(x / "etc/sensors")) == ["sc3336.bin"]
+    assert "- slim: other-sensors" in text and "removes /etc/sensors/imx335.bin" in text
     assert config["board"] == boards.BOARDS[BOARD].name
     assert WIFI_PASSWORD not in text
 

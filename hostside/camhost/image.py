@@ -156,12 +156,17 @@ def cmd_build(args):
                                     settings, b)
     images = openipc.run(plan)
     release = repack.read_images(images["kernel"], images["rootfs"])
-    config = firstboot.agent_config(repack.config_for(b.name), settings)
-    if config != repack.config_for(b.name):
-        release = release._replace(rootfs=repack.replace_file(
-            release.rootfs, "etc/camagent.json", config.encode()))
-
     report = budget.Budget("%s, OpenIPC %s + camagent" % (b.name, b.openipc_board))
+    report.rootfs_before = len(release.rootfs)
+    # what no config leaves out (the other sensors' files) and the first-boot settings:
+    # the built rootfs is rebuilt with them
+    sensor = repack.sensor_of(bootenv)
+    per_sensor = [i for i in slim.profile(args.slim, args.drop_webui) if i.per_sensor]
+    config = firstboot.agent_config(repack.config_for(b.name), settings)
+    files = {"etc/camagent.json": config.encode()} if config != repack.config_for(b.name) else {}
+    if files or (per_sensor and sensor):
+        release = release._replace(rootfs=repack.rewrite_rootfs(
+            release.rootfs, files, per_sensor, sensor, report))
     args_sq = repack.squashfs_args(release.rootfs)
     target = os.path.join(plan.output, "target")
     wifi_package = WIFI_PACKAGES[b.wifi_driver]
@@ -181,8 +186,8 @@ def cmd_build(args):
             report.add("wifi: %s" % ", ".join(os.path.basename(p) for p in wifi_kernel),
                        *repack.measure(target, wifi_kernel, args_sq, tmp))
     for item in slim.profile(args.slim, args.drop_webui):
-        if not item.kconfig + item.linux_config:
-            continue    # no config leaves it out of a build: repack-only
+        if item.per_sensor:
+            continue    # removed from the built rootfs above, when the sensor is known
         report.remove("slim: %s (not built)" % item.name, 0, 0, None,
                       "config: %s; you lose %s" % ("; ".join(item.kconfig + item.linux_config),
                                                    item.loses))
@@ -193,9 +198,13 @@ def cmd_build(args):
                        "leaves out " + ", ".join(slim.PROFILES[slim.DEFAULT_PROFILE]))
     if report.overflows() and not args.drop_webui:
         report.suggest("--drop-webui", None, "you lose " + slim.BY_NAME[slim.OPT_IN].loses)
+    if report.overflows() and per_sensor and not sensor:
+        report.suggest("dropping the other sensors' files (--backup with sensor= in its "
+                       "U-Boot environment)", None, "nothing")
     manifest = {"board": b.name, "openipc": plan.tree.path, "output": plan.output,
                 "slim_profile": args.slim, "tls": args.tls, "drop_webui": args.drop_webui,
-                "defconfig": plan.defconfig_path, "first_boot": firstboot.summary(settings, b)}
+                "defconfig": plan.defconfig_path, "sensor": sensor,
+                "first_boot": firstboot.summary(settings, b)}
     return _report(repack.write_image(out, report, release.kernel, release.rootfs, bootenv,
                                       manifest, args.backup), settings)
 

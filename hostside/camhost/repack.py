@@ -888,22 +888,31 @@ def _suggest(report, root, applied, args, tmp, sensor):
                        "it has no TLS, threads or REPL line editing")
 
 
-def replace_file(rootfs, path, data, workdir=None):
-    """The squashfs `rootfs` with the file `path` (relative) holding `data`, rebuilt in
-    the same format with every owner, mode and device node kept."""
+def rewrite_rootfs(rootfs, files=None, items=(), sensor=None, report=None, workdir=None):
+    """The squashfs `rootfs` with `files` {relative path: bytes} replaced and the slimming
+    `items` removed (each measured into `report`), rebuilt in the same format with every
+    owner, mode and device node kept. For a build's rootfs: repack does this itself."""
     args = squashfs_args(rootfs)
     with tempfile.TemporaryDirectory(prefix="camhost-rootfs-", dir=workdir) as tmp:
-        os.chmod(tmp, 0o700)        # the file may hold the broker's password
+        os.chmod(tmp, 0o700)        # a file may hold the broker's password
         original = os.path.join(tmp, "original.sq")
         with open(original, "wb") as f:
             f.write(rootfs)
         entries = listing(original)
-        if not any(e.path == path and e.kind == "-" for e in entries):
-            raise CamhostError("the built rootfs has no /%s to set" % path)
         root = os.path.join(tmp, "rootfs")
         unsquash(original, root, entries)
-        with open(os.path.join(root, path), "wb") as f:
-            f.write(data)
+        for path, data in (files or {}).items():
+            if not any(e.path == path and e.kind == "-" for e in entries):
+                raise CamhostError("the built rootfs has no /%s to set" % path)
+            with open(os.path.join(root, path), "wb") as f:
+                f.write(data)
+        for item in items:
+            paths = slim.matches(root, item, sensor)
+            if paths:
+                report.remove("slim: " + item.name, *measure(root, paths, args, tmp, move=True),
+                              "removes %s; you lose %s" % (", ".join("/" + p for p in paths),
+                                                           item.loses))
+        kmod.prune_dep(root)
         new = squash(root, os.path.join(tmp, "new.sq"), args, pseudo_lines(entries, root),
                      next((e for e in entries if e.path == ""), None), last=(MPY_TARGET,))
     _check_same_format(rootfs, new)
