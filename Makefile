@@ -31,6 +31,20 @@ FIRMWARE ?=
 MICROPYTHON ?=
 BACKUP ?=
 PORT ?= /dev/ttyUSB0
+# First boot without SSH (docs/first-boot.md): wifi into the backup's U-Boot environment,
+# the broker into /etc/camagent.json. Passwords only as files.
+WIFI_MODULES ?=
+WIFI_SSID ?=
+WIFI_PASSWORD_FILE ?=
+MQTT_HOST ?=
+MQTT_USER ?=
+MQTT_PASSWORD_FILE ?=
+DEVICE_ID ?=
+FIRST_BOOT = $(if $(WIFI_SSID),--wifi-ssid '$(WIFI_SSID)') \
+	$(if $(WIFI_PASSWORD_FILE),--wifi-password-file $(WIFI_PASSWORD_FILE)) \
+	$(if $(MQTT_HOST),--mqtt-host $(MQTT_HOST)) $(if $(MQTT_USER),--mqtt-user '$(MQTT_USER)') \
+	$(if $(MQTT_PASSWORD_FILE),--mqtt-password-file $(MQTT_PASSWORD_FILE)) \
+	$(if $(DEVICE_ID),--device-id $(DEVICE_ID))
 # What `make image` and `make repack` write and `make flash` writes to the camera.
 IMAGE ?= $(BUILD)/camagent-$(BOARD).bin
 
@@ -47,7 +61,8 @@ help:
 	@echo "make clean        remove build/ and caches"
 	@echo "make mpy          compile the agent to .mpy (build/mpy)"
 	@echo "make image        build an OpenIPC image with camagent (OPENIPC=dir BOARD=...)"
-	@echo "make repack       add camagent to an OpenIPC release (FIRMWARE=... MICROPYTHON=...)"
+	@echo "make repack       add camagent to an OpenIPC release (FIRMWARE=... MICROPYTHON=..."
+	@echo "                  WIFI_MODULES=dir BACKUP=... WIFI_SSID=... MQTT_HOST=...: docs/first-boot.md)"
 	@echo "make backup       read the camera's flash twice into backups/ (flashrom)"
 	@echo "make flash        write IMAGE=... after a verified backup (flashrom)"
 	@echo "make flash-uboot  write IMAGE=... through the stock U-Boot (PORT=... SERVER_IP=... CAMERA_IP=...)"
@@ -107,12 +122,13 @@ mpy: venv
 
 image: venv
 	$(PY) -m camhost image build --board $(BOARD) --openipc $(OPENIPC) --out $(IMAGE) \
-		$(if $(BACKUP),--backup $(BACKUP))
+		$(if $(BACKUP),--backup $(BACKUP)) $(FIRST_BOOT)
 
 repack: venv
 	@[ -n "$(MICROPYTHON)" ] || { echo "make repack needs MICROPYTHON=path/to/the/camera's/micropython (an ARM binary)"; exit 2; }
 	$(PY) -m camhost image repack --board $(BOARD) --micropython $(MICROPYTHON) \
-		--out $(IMAGE) $(if $(FIRMWARE),--firmware $(FIRMWARE)) $(if $(BACKUP),--backup $(BACKUP))
+		--out $(IMAGE) $(if $(FIRMWARE),--firmware $(FIRMWARE)) $(if $(BACKUP),--backup $(BACKUP)) \
+		$(if $(WIFI_MODULES),--wifi-modules $(WIFI_MODULES)) $(if $(NO_WIFI),--no-wifi) $(FIRST_BOOT)
 
 backup: venv
 	$(PY) -m camhost backup
