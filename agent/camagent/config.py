@@ -4,12 +4,12 @@ Every key is checked against the type of its default, unknown keys are refused
 (a typo must not silently fall back to a default), and a bad value raises
 ConfigError naming the file and the dotted key.
 """
-import json
-
 from . import boards
-from .compat import hostname
+from .compat import hostname, read_text, reason
+from .persist import ensure_dir, parse_json
 
 DEFAULT_PATH = "/etc/camagent.json"
+FILE_LIMIT = 16384   # bytes: a full config is under 2 KB; the heap must not meet a huge one
 
 MQTT_DEFAULTS = {
     "host": "",                  # empty: MQTT off, the agent only drives the hardware
@@ -200,7 +200,7 @@ def _check_overrides(path, board, overrides):
 def parse(text, path="(config)"):
     """Validate the JSON text of a config; returns the full dict with defaults filled."""
     try:
-        given = json.loads(text)
+        given = parse_json(text)
     except ValueError as e:
         raise ConfigError(path, None, "not valid JSON (%s)" % e)
     cfg = _merge(path, "", DEFAULTS, given)
@@ -226,10 +226,21 @@ def parse(text, path="(config)"):
 
 
 def load(path=DEFAULT_PATH):
+    """parse() the file `path`, then make sure its state_dir exists."""
     try:
-        with open(path) as f:
-            text = f.read()
+        text = read_text(path, FILE_LIMIT)
     except OSError as e:
-        raise ConfigError(path, None, "cannot read (%s)" % (e.args[1] if len(e.args) > 1
-                                                           else e))
-    return parse(text, path)
+        raise ConfigError(path, None, "cannot read (%s)" % reason(e))
+    except UnicodeError:
+        raise ConfigError(path, None, "not valid JSON (invalid UTF-8)")
+    except ValueError as e:
+        raise ConfigError(path, None, "too big: %s (a config is a few hundred bytes)" % e)
+    if text is None:
+        raise ConfigError(path, None, "cannot read (no such file or directory)")
+    cfg = parse(text, path)
+    try:
+        ensure_dir(cfg["state_dir"])
+    except OSError as e:
+        raise ConfigError(path, "state_dir", "cannot create %s (%s)"
+                          % (cfg["state_dir"], reason(e)))
+    return cfg

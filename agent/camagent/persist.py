@@ -9,16 +9,37 @@ deferred save after the burst marks it at rest again.
 import json
 import os
 
-from .compat import MinGap, ticks_add
+from .compat import MinGap, read_text, reason, ticks_add
+
+# A state file holds a few hundred bytes; a bigger one is damaged, and is not read
+STATE_FILE_LIMIT = 4096
 
 
-def read_json(path):
-    """The parsed file, or None when it is missing or unreadable."""
+def read_json(path, limit=STATE_FILE_LIMIT):
+    """The parsed JSON file `path`: None when it is missing, ValueError saying why
+    when it cannot be used (too big, not UTF-8, not JSON, nested too deeply)."""
     try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
+        text = read_text(path, limit)
+    except OSError as e:
+        raise ValueError("cannot read it: %s" % reason(e))
+    except UnicodeError:
+        raise ValueError("not JSON (invalid UTF-8)")
+    if text is None:
         return None
+    try:
+        return parse_json(text)
+    except ValueError as e:
+        raise ValueError("not JSON (%s)" % e)
+
+
+def parse_json(text):
+    """json.loads, with every way it fails as ValueError saying why."""
+    try:
+        return json.loads(text)
+    except (RuntimeError, MemoryError):
+        # CPython's RecursionError is a RuntimeError; MicroPython's parser builds deep
+        # nesting on the heap and runs out
+        raise ValueError("nested too deeply for the memory left")
 
 
 def write_json(path, obj):
@@ -30,13 +51,17 @@ def write_json(path, obj):
 
 
 def ensure_dir(path):
+    """Make directory `path` and its missing parents; OSError when that cannot be done."""
     try:
-        os.stat(path)
+        mode = os.stat(path)[0]
     except OSError:
         parent = path.rsplit("/", 1)[0]
         if parent and parent != path:
             ensure_dir(parent)
         os.mkdir(path)
+        return
+    if mode & 0o170000 != 0o040000:
+        raise OSError(20, path)     # ENOTDIR: a file is in the way
 
 
 def _is_int(value):
@@ -80,13 +105,12 @@ class PositionStore:
         """The saved positions when the file holds a trusted rest position for every
         axis, else None (the axes start at park, not homed). A damaged file is reported
         in `error`, never raised: a bad sector must not stop the agent starting."""
-        data = read_json(self.path)
+        try:
+            data = read_json(self.path)
+        except ValueError as e:
+            return self._damaged(str(e))
         if data is None:
-            try:
-                os.stat(self.path)
-            except OSError:
-                return None      # none saved yet
-            return self._damaged("not JSON")
+            return None          # none saved yet
         if not isinstance(data, dict) or not isinstance(data.get("at_rest"), bool):
             return self._damaged("not a position file")
         self._at_rest_on_disk = data["at_rest"]
