@@ -59,7 +59,7 @@ def test_overrides_reach_the_profile(tmp_path):
     ('{"device_id": "kam\u00e9ra"}', "device_id", "letters, digits"),
     ('{"overrides": {"pins": {"led_red": 14}}}', "overrides.pins", "assigned twice"),
     ('{"overrides": {"pan": {"max_steps": -5}}}', "overrides.pan.max_steps", "not negative"),
-    ('{"overrides": {"tilt": {"park": 99999}}}', "overrides.tilt", "park between"),
+    ('{"overrides": {"tilt": {"park": 5000}}}', "overrides.tilt", "park between"),
     ('{"overrides": {"pins": {"pan": [1, 2, 3]}}}', "overrides.pins.pan", "list of 4"),
     ('{"overrides": {"motor": 1}}', "overrides.motor", "unknown key"),
     # waits the agent times: MicroPython's ticks_add() refuses ~537 s or more on the camera
@@ -67,6 +67,46 @@ def test_overrides_reach_the_profile(tmp_path):
      "microsecond timers reach at most ~537 s ahead)"),
     ('{"night": {"min_dwell_s": 501}}', "night.min_dwell_s", "from 0 to 500 (seconds;"),
     ('{"persist_min_interval_s": 86400}', "persist_min_interval_s", "from 0 to 500 (seconds;"),
+    # axis settings bounded to what the motors and the step loop can do (issue 9.8)
+    ('{"overrides": {"pan": {"accel": 1}}}', "overrides.pan.accel", "from 100 to 100000"),
+    ('{"overrides": {"pan": {"max_speed": 2000000}}}', "overrides.pan.max_speed",
+     "from 10 to 2000"),
+    ('{"overrides": {"tilt": {"start_speed": 1}}}', "overrides.tilt.start_speed",
+     "from 10 to 2000"),
+    ('{"overrides": {"tilt": {"home_speed": 5000}}}', "overrides.tilt.home_speed",
+     "from 10 to 2000"),
+    ('{"overrides": {"pan": {"max_steps": 70000}}}', "overrides.pan.max_steps",
+     "from 0 to 65535"),
+    ('{"overrides": {"pan": {"home_margin": 1000000}}}', "overrides.pan.home_margin",
+     "from 0 to 65535"),
+    ('{"overrides": {"pan": {"steps_per_degree": 1e999}}}', "overrides.pan.steps_per_degree",
+     "from 1 to 1000"),
+    ('{"overrides": {"pan": {"steps_per_degree": 0.01}}}', "overrides.pan.steps_per_degree",
+     "from 1 to 1000"),
+    # each in range, together a 4800-entry ramp table: the table is bounded too
+    ('{"overrides": {"pan": {"accel": 100}}}', "overrides.pan.accel",
+     "must be at least 481 with start_speed 200 and top speed 1000 (the ramp would take "
+     "4800 half-steps; at most 1000)"),
+    ('{"overrides": {"tilt": {"accel": 150, "max_speed": 2000, "home_speed": 10}}}',
+     "overrides.tilt.accel", "must be at least 1981 with start_speed 200 and top speed 2000"),
+    # topics (issue 9.9)
+    ('{"mqtt": {"discovery_prefix": "ha/#"}}', "mqtt.discovery_prefix", "no MQTT wildcards"),
+    ('{"mqtt": {"discovery_prefix": "ha/+"}}', "mqtt.discovery_prefix", "no MQTT wildcards"),
+    ('{"mqtt": {"prefix": "cam#"}}', "mqtt.prefix", "no MQTT wildcards"),
+    ('{"mqtt": {"prefix": "/cams"}}', "mqtt.prefix", "no empty topic levels"),
+    ('{"mqtt": {"discovery_prefix": "ha/"}}', "mqtt.discovery_prefix", "no empty topic levels"),
+    ('{"mqtt": {"prefix": "home//cams"}}', "mqtt.prefix", "no empty topic levels"),
+    ('{"mqtt": {"prefix": "cams\\u0000x"}}', "mqtt.prefix", "no control characters"),
+    ('{"mqtt": {"discovery_prefix": "ha\\nx"}}', "mqtt.discovery_prefix",
+     "no control characters"),
+    ('{"mqtt": {"prefix": "$SYS/cams"}}', "mqtt.prefix", "the broker's own"),
+    ('{"mqtt": {"prefix": ""}}', "mqtt.prefix", "must not be empty"),
+    ('{"mqtt": {"discovery_prefix": "%s"}}' % ("h" * 129), "mqtt.discovery_prefix",
+     "129 characters; at most 128"),
+    ('{"device_id": "%s"}' % ("c" * 70000), "device_id", "70000 characters; at most 64"),
+    ('{"device_id": "%s"}' % ("c" * 65), "device_id", "65 characters; at most 64"),
+    # nesting: CPython's parser gives up with RecursionError
+    ("[" * 10000 + "]" * 10000, None, "not valid JSON (nested too deeply"),
 ])
 def test_bad_config_names_file_and_key(text, key, words):
     with pytest.raises(config.ConfigError) as e:
@@ -136,3 +176,83 @@ def test_agent_runs_without_mqtt_and_stops_cleanly(tmp_path, request):
         assert doc["pan"]["homed"] is False            # homing was interrupted
     finally:
         fs.close()
+
+
+def test_values_at_the_limits_are_taken():
+    cfg = config.parse(json.dumps({
+        "device_id": "c" * 64, "mqtt": {"prefix": "p" * 128, "discovery_prefix": "home/ha"},
+        "overrides": {"pan": {"accel": 481, "max_steps": 65535, "home_margin": 65535},
+                      "tilt": {"max_speed": 2000, "speed": 10, "start_speed": 10,
+                               "accel": 100000}}}))
+    assert len(cfg["device_id"]) == 64 and cfg["mqtt"]["discovery_prefix"] == "home/ha"
+
+
+def test_the_ramp_table_stays_within_its_bound_for_accepted_settings():
+    """The stepper builds its ramp from these; the config bound must hold for it."""
+    from camagent.stepper import ramp_levels
+    assert ramp_levels(200, 1000, 481) <= config.MAX_RAMP_STEPS
+    assert ramp_levels(10, 2000, 2000) <= config.MAX_RAMP_STEPS
+    with pytest.raises(config.ConfigError):
+        config.parse('{"overrides": {"tilt": {"start_speed": 10, "speed": 10, '
+                     '"accel": 1999, "max_speed": 2000}}}')
+
+
+# Files the agent must refuse with one line and exit 2, never a traceback (issue 9.7):
+# (id, bytes of the file, words of the message)
+BAD_FILES = [
+    ("invalid_utf8", b'{"device_id": "cam\xff\xfe"}', "not valid JSON (invalid UTF-8)"),
+    ("nested", b"[" * 8000 + b"]" * 8000, "not valid JSON (nested too deeply"),
+    ("nested_object", b'{"mqtt": ' * 1500 + b"1" + b"}" * 1500, "not valid JSON (nested"),
+    ("too_big", None, "too big: 41943042 bytes, more than the 16384 accepted"),
+]
+
+
+def write_bad_file(path, content):
+    if content is None:   # 40 MB: a valid JSON object padded with spaces
+        with open(path, "wb") as f:
+            f.write(b"{")
+            f.write(b" " * (40 << 20))
+            f.write(b"}")
+    else:
+        path.write_bytes(content)
+
+
+@pytest.mark.parametrize("content,words", [c[1:] for c in BAD_FILES],
+                         ids=[c[0] for c in BAD_FILES])
+def test_bad_config_files_exit_2_with_one_line(tmp_path, content, words):
+    path = tmp_path / "camagent.json"
+    write_bad_file(path, content)
+    p = subprocess.run(agent_cmd(path), env=agent_env(), capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 2, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in p.stderr, p.stderr
+    assert lines[0].startswith("camagent: %s: " % path) and words in lines[0], lines
+
+
+def state_dir_cases(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    return [(str(blocker / "camagent"), "not a directory"),     # under a file: ENOTDIR
+            (str(blocker), "not a directory"),                  # the file itself
+            ("/sys/camagent-test-state", "operation not permitted")]   # sysfs: EPERM
+
+
+def test_a_state_dir_that_cannot_be_created_is_named_with_the_reason(tmp_path):
+    for state_dir, why in state_dir_cases(tmp_path):
+        path = tmp_path / "camagent.json"
+        path.write_text(json.dumps({"state_dir": state_dir}))
+        p = subprocess.run(agent_cmd(path), env=agent_env(), capture_output=True, text=True,
+                           timeout=30)
+        assert p.returncode == 2, p.stderr
+        assert p.stderr.strip() == "camagent: %s: state_dir: cannot create %s (%s)" % (
+            path, state_dir, why), p.stderr
+
+
+def test_reason_words_cover_what_micropython_errno_lacks():
+    from camagent.compat import reason
+    assert reason(OSError(20, "x")) == "not a directory"
+    assert reason(OSError(30, "x")) == "read-only file system"
+    assert reason(OSError(28)) == "no space left on device"
+    assert reason(OSError(13)) == "permission denied"
+    assert reason(OSError(1234)) == "error 1234"

@@ -61,6 +61,18 @@ RANGES = {
     "mqtt.move_increment_deg": (0.1, 90),
     "ircut_pulse_ms": (20, 1000), "sd_reset_ms": (1, 1000),
 }
+# Axis settings (overrides.pan.*, overrides.tilt.*): what the geared micro steppers and
+# a sysfs write per half-step can do. The step loop cannot keep up beyond ~2000
+# half-steps/s, and the motors stall long before.
+AXIS_RANGES = {"min_steps": (0, 65535), "max_steps": (0, 65535), "park": (0, 65535),
+               "home_margin": (0, 65535), "steps_per_degree": (1, 1000),
+               "speed": (10, 2000), "max_speed": (10, 2000), "start_speed": (10, 2000),
+               "home_speed": (10, 2000), "accel": (100, 100000)}
+# The ramp table holds one 4-byte step interval per accelerating half-step, for the
+# whole agent's life: (fastest^2 - start_speed^2) / (2 accel) entries
+MAX_RAMP_STEPS = 1000
+MAX_DEVICE_ID = 64
+MAX_TOPIC = 128
 RANGE_NOTES = {"light_poll_s": _TIMER_NOTE, "night.min_dwell_s": _TIMER_NOTE,
                "persist_min_interval_s": _TIMER_NOTE}
 CHOICES = {"night.initial_mode": ("DAY", "NIGHT", "AUTO")}
@@ -157,6 +169,10 @@ def _check_overrides(path, board, overrides):
                 if not _same_type(base[key][k], v) or v < 0:
                     raise ConfigError(path, name + "." + k, "must be %s, not negative"
                                       % _type_name(base[key][k]))
+                low, high = AXIS_RANGES[k]
+                if v != v or not low <= v <= high:
+                    raise ConfigError(path, name + "." + k, "must be from %s to %s"
+                                      % (low, high))
         elif key == "pins":
             if not isinstance(value, dict):
                 raise ConfigError(path, name, "must be an object of pin numbers")
@@ -189,6 +205,15 @@ def _check_overrides(path, board, overrides):
                 or a["steps_per_degree"] <= 0 or a["home_speed"] <= 0:
             raise ConfigError(path, "overrides." + axis, "needs 0 < start_speed <= speed <= "
                               "max_speed, and positive accel, home_speed, steps_per_degree")
+        fastest = max(a["max_speed"], a["home_speed"])
+        ramp = (fastest * fastest - a["start_speed"] ** 2) / (2 * a["accel"])
+        if ramp > MAX_RAMP_STEPS:
+            raise ConfigError(path, "overrides." + axis + ".accel", "must be at least %d "
+                              "with start_speed %s and top speed %s (the ramp would take "
+                              "%d half-steps; at most %d)" % (
+                                  (fastest * fastest - a["start_speed"] ** 2)
+                                  // (2 * MAX_RAMP_STEPS) + 1, a["start_speed"], fastest,
+                                  ramp, MAX_RAMP_STEPS))
     used = []
     for k in boards.PIN_KEYS:
         used.extend(prof["pins"][k] if k in ("pan", "tilt") else [prof["pins"][k]])
@@ -214,15 +239,37 @@ def parse(text, path="(config)"):
                           "(the gap between them is the hysteresis)")
     if not cfg["device_id"]:
         cfg["device_id"] = hostname()
-    for ch in cfg["device_id"]:
+    device_id = cfg["device_id"]
+    if len(device_id) > MAX_DEVICE_ID:
+        raise ConfigError(path, "device_id", "%d characters; at most %d"
+                          % (len(device_id), MAX_DEVICE_ID))
+    for ch in device_id:
         if not ("a" <= ch <= "z" or "A" <= ch <= "Z" or "0" <= ch <= "9" or ch in "-_"):
             raise ConfigError(path, "device_id", "%r: only ASCII letters, digits, - and _ "
-                              "(it becomes part of MQTT topics)" % cfg["device_id"])
-    prefix = cfg["mqtt"]["prefix"]
-    if "+" in prefix or "#" in prefix or prefix[0] == "/" or prefix[-1] == "/":
-        raise ConfigError(path, "mqtt.prefix", "a topic without + or # and without a "
-                          "leading or trailing /")
+                              "(it becomes part of MQTT topics)" % device_id)
+    for key in ("prefix", "discovery_prefix"):
+        _check_topic(path, "mqtt." + key, cfg["mqtt"][key])
     return cfg
+
+
+def _check_topic(path, name, topic):
+    """A topic prefix the agent publishes and subscribes under: one bad character and
+    the broker drops the connection (a wildcard), or it never matches what it should."""
+    why = None
+    if len(topic) > MAX_TOPIC:
+        why = "%d characters; at most %d" % (len(topic), MAX_TOPIC)
+    elif "+" in topic or "#" in topic:
+        why = "no MQTT wildcards (+ or #) in a topic the agent publishes to"
+    elif topic[0] == "$":
+        why = "topics starting with $ are the broker's own"
+    elif topic[0] == "/" or topic[-1] == "/" or "//" in topic:
+        why = "no empty topic levels (a leading, trailing or doubled /)"
+    else:
+        for ch in topic:
+            if ch < " " or ch == "\x7f":
+                why = "no control characters (NUL, tab, newline ...)"
+    if why:
+        raise ConfigError(path, name, "%r: %s" % (topic[:MAX_TOPIC], why))
 
 
 def load(path=DEFAULT_PATH):
