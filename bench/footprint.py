@@ -65,7 +65,7 @@ def driver_memory(rt, port, paths, device_id):
     with ShmSysfs() as fs:
         return rt.driver("memory", {"gpio_root": fs.gpio_root, "state_dir": fs.state_dir,
                                     "port": port, "device_id": device_id, "rate": 1000,
-                                    "accel": 2500, "steps": 1000, "settle_us": 500000}, paths)
+                                    "accel": 10000, "steps": 1000, "settle_us": 500000}, paths)
 
 
 # --- heap high-water with the real agent ----------------------------------------------

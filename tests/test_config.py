@@ -8,21 +8,34 @@ import time
 
 import pytest
 
+from broker_fixtures import Agent, Watcher, mosquitto, stop_leftovers  # noqa: F401 (fixtures)
 from camagent import config
 from sysfs_fake import FakeSysfs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def agent_cmd(path):
-    return [sys.executable, "-m", "camagent", "-c", str(path)]
+MICROPYTHON = os.environ.get("MICROPYTHON")
+
+
+def agent_cmd(path, python=sys.executable):
+    return [python, "-m", "camagent", "-c", str(path)]
 
 
 def agent_env():
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([os.path.join(ROOT, "agent"),
                                          os.path.join(ROOT, "build", "vendor")])
+    env["MICROPYPATH"] = env["PYTHONPATH"].replace(os.pathsep, ":")
     return env
+
+
+def interpreters():
+    """CPython, and the camera's interpreter when MICROPYTHON names a 1.22 unix binary."""
+    found = [pytest.param(sys.executable, id="cpython")]
+    if MICROPYTHON:
+        found.append(pytest.param(MICROPYTHON, id="micropython"))
+    return found
 
 
 def test_defaults_fill_everything(tmp_path):
@@ -68,27 +81,29 @@ def test_overrides_reach_the_profile(tmp_path):
     ('{"night": {"min_dwell_s": 501}}', "night.min_dwell_s", "from 0 to 500 (seconds;"),
     ('{"persist_min_interval_s": 86400}', "persist_min_interval_s", "from 0 to 500 (seconds;"),
     # axis settings bounded to what the motors and the step loop can do (issue 9.8)
-    ('{"overrides": {"pan": {"accel": 1}}}', "overrides.pan.accel", "from 100 to 100000"),
+    ('{"overrides": {"pan": {"accel": 1}}}', "overrides.pan.accel", "from 100 to 10000000"),
+    ('{"overrides": {"pan": {"accel": 100000000}}}', "overrides.pan.accel",
+     "from 100 to 10000000"),
     ('{"overrides": {"pan": {"max_speed": 2000000}}}', "overrides.pan.max_speed",
-     "from 10 to 2000"),
-    ('{"overrides": {"tilt": {"start_speed": 1}}}', "overrides.tilt.start_speed",
-     "from 10 to 2000"),
-    ('{"overrides": {"tilt": {"home_speed": 5000}}}', "overrides.tilt.home_speed",
-     "from 10 to 2000"),
-    ('{"overrides": {"pan": {"max_steps": 70000}}}', "overrides.pan.max_steps",
-     "from 0 to 65535"),
-    ('{"overrides": {"pan": {"home_margin": 1000000}}}', "overrides.pan.home_margin",
-     "from 0 to 65535"),
+     "from 1 to 10000"),
+    ('{"overrides": {"tilt": {"start_speed": 0}}}', "overrides.tilt.start_speed",
+     "from 1 to 10000"),
+    ('{"overrides": {"tilt": {"home_speed": 50000}}}', "overrides.tilt.home_speed",
+     "from 1 to 10000"),
+    ('{"overrides": {"pan": {"max_steps": 16777217}}}', "overrides.pan.max_steps",
+     "from 0 to 16777216"),
+    ('{"overrides": {"pan": {"home_margin": 100000000}}}', "overrides.pan.home_margin",
+     "from 0 to 16777216"),
     ('{"overrides": {"pan": {"steps_per_degree": 1e999}}}', "overrides.pan.steps_per_degree",
      "from 1 to 1000"),
     ('{"overrides": {"pan": {"steps_per_degree": 0.01}}}', "overrides.pan.steps_per_degree",
      "from 1 to 1000"),
     # each in range, together a 4800-entry ramp table: the table is bounded too
     ('{"overrides": {"pan": {"accel": 100}}}', "overrides.pan.accel",
-     "must be at least 481 with start_speed 200 and top speed 1000 (the ramp would take "
+     "must be at least 480 with start_speed 200 and top speed 1000 (the ramp would take "
      "4800 half-steps; at most 1000)"),
-    ('{"overrides": {"tilt": {"accel": 150, "max_speed": 2000, "home_speed": 10}}}',
-     "overrides.tilt.accel", "must be at least 1981 with start_speed 200 and top speed 2000"),
+    ('{"overrides": {"tilt": {"accel": 1500, "max_speed": 8000, "home_speed": 10}}}',
+     "overrides.tilt.accel", "must be at least 31980 with start_speed 200 and top speed 8000"),
     # topics (issue 9.9)
     ('{"mqtt": {"discovery_prefix": "ha/#"}}', "mqtt.discovery_prefix", "no MQTT wildcards"),
     ('{"mqtt": {"discovery_prefix": "ha/+"}}', "mqtt.discovery_prefix", "no MQTT wildcards"),
@@ -181,20 +196,23 @@ def test_agent_runs_without_mqtt_and_stops_cleanly(tmp_path, request):
 def test_values_at_the_limits_are_taken():
     cfg = config.parse(json.dumps({
         "device_id": "c" * 64, "mqtt": {"prefix": "p" * 128, "discovery_prefix": "home/ha"},
-        "overrides": {"pan": {"accel": 481, "max_steps": 65535, "home_margin": 65535},
-                      "tilt": {"max_speed": 2000, "speed": 10, "start_speed": 10,
-                               "accel": 100000}}}))
+        "overrides": {"pan": {"accel": 480, "max_steps": 1 << 24, "home_margin": 1 << 24},
+                      "tilt": {"max_speed": 10000, "speed": 1, "start_speed": 1,
+                               "accel": 10000000}}}))
     assert len(cfg["device_id"]) == 64 and cfg["mqtt"]["discovery_prefix"] == "home/ha"
 
 
 def test_the_ramp_table_stays_within_its_bound_for_accepted_settings():
     """The stepper builds its ramp from these; the config bound must hold for it."""
     from camagent.stepper import ramp_levels
-    assert ramp_levels(200, 1000, 481) <= config.MAX_RAMP_STEPS
-    assert ramp_levels(10, 2000, 2000) <= config.MAX_RAMP_STEPS
+    assert ramp_levels(200, 1000, 480) <= config.MAX_RAMP_STEPS
+    assert ramp_levels(200, 8000, 31980) <= config.MAX_RAMP_STEPS
+    assert ramp_levels(1, 10000, 50000) <= config.MAX_RAMP_STEPS
+    config.parse('{"overrides": {"tilt": {"start_speed": 1, "speed": 1, '
+                 '"accel": 50000, "max_speed": 10000}}}')
     with pytest.raises(config.ConfigError):
-        config.parse('{"overrides": {"tilt": {"start_speed": 10, "speed": 10, '
-                     '"accel": 1999, "max_speed": 2000}}}')
+        config.parse('{"overrides": {"tilt": {"start_speed": 1, "speed": 1, '
+                     '"accel": 49999, "max_speed": 10000}}}')
 
 
 # Files the agent must refuse with one line and exit 2, never a traceback (issue 9.7):
@@ -217,13 +235,18 @@ def write_bad_file(path, content):
         path.write_bytes(content)
 
 
+@pytest.mark.parametrize("python", interpreters())
 @pytest.mark.parametrize("content,words", [c[1:] for c in BAD_FILES],
                          ids=[c[0] for c in BAD_FILES])
-def test_bad_config_files_exit_2_with_one_line(tmp_path, content, words):
+def test_bad_config_files_exit_2_with_one_line(tmp_path, content, words, python):
+    """On MicroPython (the camera's 1 MB heap) the 40 MB file ended in MemoryError and the
+    bad UTF-8 in UnicodeError tracebacks; on CPython the nesting in RecursionError."""
+    if python == MICROPYTHON and content and content.startswith((b"[[", b'{"mqtt')):
+        words = ""   # MicroPython's parser takes this depth; the structure is refused
     path = tmp_path / "camagent.json"
     write_bad_file(path, content)
-    p = subprocess.run(agent_cmd(path), env=agent_env(), capture_output=True, text=True,
-                       timeout=60)
+    p = subprocess.run(agent_cmd(path, python), env=agent_env(), capture_output=True,
+                       text=True, timeout=60)
     assert p.returncode == 2, p.stderr
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in p.stderr, p.stderr
@@ -238,12 +261,14 @@ def state_dir_cases(tmp_path):
             ("/sys/camagent-test-state", "operation not permitted")]   # sysfs: EPERM
 
 
-def test_a_state_dir_that_cannot_be_created_is_named_with_the_reason(tmp_path):
+@pytest.mark.parametrize("python", interpreters())
+def test_a_state_dir_that_cannot_be_created_is_named_with_the_reason(tmp_path, python):
+    """Was "cannot set up the hardware: 20"; MicroPython's errno.errorcode has no ENOTDIR."""
     for state_dir, why in state_dir_cases(tmp_path):
         path = tmp_path / "camagent.json"
         path.write_text(json.dumps({"state_dir": state_dir}))
-        p = subprocess.run(agent_cmd(path), env=agent_env(), capture_output=True, text=True,
-                           timeout=30)
+        p = subprocess.run(agent_cmd(path, python), env=agent_env(), capture_output=True,
+                           text=True, timeout=30)
         assert p.returncode == 2, p.stderr
         assert p.stderr.strip() == "camagent: %s: state_dir: cannot create %s (%s)" % (
             path, state_dir, why), p.stderr
@@ -256,3 +281,45 @@ def test_reason_words_cover_what_micropython_errno_lacks():
     assert reason(OSError(28)) == "no space left on device"
     assert reason(OSError(13)) == "permission denied"
     assert reason(OSError(1234)) == "error 1234"
+
+
+@pytest.mark.skipif(not MICROPYTHON, reason="MICROPYTHON not set")
+def test_nesting_that_exhausts_a_small_heap_is_one_line_on_micropython(tmp_path):
+    """MicroPython's json builds nesting on the heap: on a 512 KB heap 8000 levels run
+    out (MemoryError), which must still be the one-line config error."""
+    path = tmp_path / "camagent.json"
+    path.write_bytes(b"[" * 8000 + b"]" * 8000)
+    p = subprocess.run([MICROPYTHON, "-X", "heapsize=512k", "-m", "camagent", "-c", str(path)],
+                       env=agent_env(), capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.strip() == ("camagent: %s: not valid JSON (nested too deeply for the "
+                                "memory left)" % path), p.stderr
+
+
+@pytest.mark.parametrize("python", interpreters())
+def test_a_5_mb_presets_file_is_a_problem_not_a_crash(tmp_path, mosquitto, python):
+    """MicroPython read it whole: MemoryError at every start, a crash loop until the file
+    was removed. Now: a sentence in problems, no presets, and the agent works."""
+    agent = Agent(tmp_path / "agent", mosquitto, micropython=None if python == sys.executable
+                  else python, sd_reset_on_start=False)
+    os.makedirs(agent.sim.state_dir, exist_ok=True)
+    presets = os.path.join(agent.sim.state_dir, "presets.json")
+    entry = '"p%06d": {"pan": 1, "tilt": 2}'
+    count = (5 << 20) // len(entry % 0)
+    with open(presets, "w") as f:
+        f.write('{"presets": {%s}}' % ", ".join(entry % i for i in range(count)))
+    size = os.path.getsize(presets)
+    w = Watcher(mosquitto, [agent.base + "/state"])
+    try:
+        agent.start()
+        i, t, p = w.wait_for(lambda t, p: True, "the first state (log: %s)" % agent.log(),
+                             timeout=30)
+        state = json.loads(p)
+        assert state["presets"] == {} and state["problems"] == [
+            "%s is damaged (%d bytes, more than the 4096 accepted); starting with no presets"
+            % (presets, size)], state["problems"]
+        assert agent.alive() and "Traceback" not in agent.log(), agent.log()
+        assert os.path.getsize(presets) == size        # kept for the user to look at
+    finally:
+        w.close()
+        agent.close()

@@ -61,13 +61,17 @@ RANGES = {
     "mqtt.move_increment_deg": (0.1, 90),
     "ircut_pulse_ms": (20, 1000), "sd_reset_ms": (1, 1000),
 }
-# Axis settings (overrides.pan.*, overrides.tilt.*): what the geared micro steppers and
-# a sysfs write per half-step can do. The step loop cannot keep up beyond ~2000
-# half-steps/s, and the motors stall long before.
-AXIS_RANGES = {"min_steps": (0, 65535), "max_steps": (0, 65535), "park": (0, 65535),
-               "home_margin": (0, 65535), "steps_per_degree": (1, 1000),
-               "speed": (10, 2000), "max_speed": (10, 2000), "start_speed": (10, 2000),
-               "home_speed": (10, 2000), "accel": (100, 100000)}
+# Axis settings (overrides.pan.*, overrides.tilt.*), bounded by what a step loop that
+# makes one sysfs write per half-step can do: 10,000 half-steps/s is a write every
+# 100 us, and the geared motors stall far below that. 2**24 half-steps is 4096 turns of
+# the usual 4096-half-step gearing, and keeps every position a small int on the 32-bit
+# camera (up to 2**30), so a step never allocates.
+_STEPS = (0, 1 << 24)
+_SPEED = (1, 10000)
+AXIS_RANGES = {"min_steps": _STEPS, "max_steps": _STEPS, "park": _STEPS,
+               "home_margin": _STEPS, "steps_per_degree": (1, 1000),
+               "speed": _SPEED, "max_speed": _SPEED, "start_speed": _SPEED,
+               "home_speed": _SPEED, "accel": (100, 10000000)}
 # The ramp table holds one 4-byte step interval per accelerating half-step, for the
 # whole agent's life: (fastest^2 - start_speed^2) / (2 accel) entries
 MAX_RAMP_STEPS = 1000
@@ -206,14 +210,13 @@ def _check_overrides(path, board, overrides):
             raise ConfigError(path, "overrides." + axis, "needs 0 < start_speed <= speed <= "
                               "max_speed, and positive accel, home_speed, steps_per_degree")
         fastest = max(a["max_speed"], a["home_speed"])
-        ramp = (fastest * fastest - a["start_speed"] ** 2) / (2 * a["accel"])
-        if ramp > MAX_RAMP_STEPS:
+        span = fastest * fastest - a["start_speed"] ** 2    # the ramp: span / (2 accel) steps
+        if span > 2 * a["accel"] * MAX_RAMP_STEPS:
             raise ConfigError(path, "overrides." + axis + ".accel", "must be at least %d "
-                              "with start_speed %s and top speed %s (the ramp would take "
+                              "with start_speed %d and top speed %d (the ramp would take "
                               "%d half-steps; at most %d)" % (
-                                  (fastest * fastest - a["start_speed"] ** 2)
-                                  // (2 * MAX_RAMP_STEPS) + 1, a["start_speed"], fastest,
-                                  ramp, MAX_RAMP_STEPS))
+                                  -(-span // (2 * MAX_RAMP_STEPS)), a["start_speed"], fastest,
+                                  -(-span // (2 * a["accel"])), MAX_RAMP_STEPS))
     used = []
     for k in boards.PIN_KEYS:
         used.extend(prof["pins"][k] if k in ("pan", "tilt") else [prof["pins"][k]])
