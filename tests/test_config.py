@@ -57,7 +57,11 @@ def test_overrides_reach_the_profile(tmp_path):
     assert prof["ircut_swap"] is True and prof["soc"] == "SSC332"
 
 
-@pytest.mark.parametrize("text,key,words", [
+def short_id(value):
+    return value if not isinstance(value, str) or len(value) < 60 else value[:50] + "..."
+
+
+BAD_TEXTS = [
     ("{", None, "not valid JSON"),
     ("[]", "(top level)", "JSON object"),
     ('{"bord": "x"}', "bord", "unknown key"),
@@ -122,7 +126,10 @@ def test_overrides_reach_the_profile(tmp_path):
     ('{"device_id": "%s"}' % ("c" * 65), "device_id", "65 characters; at most 64"),
     # nesting: CPython's parser gives up with RecursionError
     ("[" * 10000 + "]" * 10000, None, "not valid JSON (nested too deeply"),
-])
+]
+
+
+@pytest.mark.parametrize("text,key,words", BAD_TEXTS, ids=short_id)
 def test_bad_config_names_file_and_key(text, key, words):
     with pytest.raises(config.ConfigError) as e:
         config.parse(text, "/etc/camagent.json")
@@ -323,3 +330,70 @@ def test_a_5_mb_presets_file_is_a_problem_not_a_crash(tmp_path, mosquitto, pytho
     finally:
         w.close()
         agent.close()
+
+
+# The pure checks again inside MicroPython (tests/mpvm.py): the same one-line messages
+# from the .mpy files the camera runs. (Nesting is MicroPython's heap's business: above.)
+VM_TEXTS = [t for t in BAD_TEXTS if t[1] and (t[1].startswith(("overrides.pan", "overrides.tilt",
+                                                               "mqtt.prefix", "mqtt.disc"))
+                                            or t[1] == "device_id")]
+
+
+@pytest.mark.micropython
+def test_bad_values_give_the_same_errors_in_micropython():
+    from mpvm import MicroVM
+    with MicroVM() as vm:
+        vm.put("texts", [t[0] for t in VM_TEXTS])
+        vm.run("""
+from camagent import config
+from camagent.compat import reason
+messages = []
+for text in texts:
+    try:
+        config.parse(text, "/etc/camagent.json")
+        messages.append(None)
+    except config.ConfigError as e:
+        messages.append(str(e))
+reasons = [reason(OSError(n)) for n in (20, 30, 28, 13)]
+""")
+        messages = vm.eval("messages")
+        reasons = vm.eval("reasons")
+    for (text, key, words), msg in zip(VM_TEXTS, messages):
+        assert msg and msg.startswith("/etc/camagent.json: %s: " % key) and words in msg, (
+            key, msg)
+    assert reasons == ["not a directory", "read-only file system", "no space left on device",
+                       "permission denied"]
+
+
+@pytest.mark.micropython
+def test_damaged_state_files_are_reasons_not_exceptions_in_micropython():
+    # (invalid UTF-8 is left out: this VM's build does not check it; the real 1.22 unix
+    # binary does, see the MICROPYTHON config file tests above)
+    from mpvm import MicroVM
+    with MicroVM() as vm:
+        vm.run("""
+import os
+from camagent import persist
+from camagent.presets import Presets
+try:
+    os.mkdir("/input/st")
+except OSError:
+    pass
+cases = {"big": b'{"presets": {}}' + b" " * 5000,
+         "truncated": b'{"presets": {"a": ', "deep": b"[" * 2000 + b"]" * 2000}
+found = {}
+for name, data in cases.items():
+    with open("/input/st/" + name, "wb") as f:
+        f.write(data)
+    found[name] = Presets("/input/st/" + name).load_error
+found["missing"] = Presets("/input/st/none").load_error
+found["dir"] = Presets("/input/st").load_error
+""")
+        found = vm.eval("found")
+    tail = "; starting with no presets"
+    assert found["missing"] is None
+    assert found["big"] == "/input/st/big is damaged (5015 bytes, more than the 4096 " \
+        "accepted)" + tail
+    assert found["truncated"].startswith("/input/st/truncated is damaged (not JSON (")
+    assert found["deep"] == "/input/st/deep is damaged (not a presets file)" + tail
+    assert found["dir"] == "/input/st is damaged (cannot read it: is a directory)" + tail
