@@ -323,7 +323,8 @@ def test_a_5_mb_presets_file_is_a_problem_not_a_crash(tmp_path, mosquitto, pytho
                              timeout=30)
         state = json.loads(p)
         assert state["presets"] == {} and state["problems"] == [
-            "%s is damaged (%d bytes, more than the 4096 accepted); starting with no presets"
+            "%s is damaged (too big: %d bytes, more than the 4096 accepted); starting with "
+            "no presets"
             % (presets, size)], state["problems"]
         assert agent.alive() and "Traceback" not in agent.log(), agent.log()
         assert os.path.getsize(presets) == size        # kept for the user to look at
@@ -392,7 +393,7 @@ found["dir"] = Presets("/input/st").load_error
         found = vm.eval("found")
     tail = "; starting with no presets"
     assert found["missing"] is None
-    assert found["big"] == "/input/st/big is damaged (5015 bytes, more than the 4096 " \
+    assert found["big"] == "/input/st/big is damaged (too big: 5015 bytes, more than the 4096 " \
         "accepted)" + tail
     assert found["truncated"].startswith("/input/st/truncated is damaged (not JSON (")
     assert found["deep"] == "/input/st/deep is damaged (not a presets file)" + tail

@@ -32,7 +32,7 @@ from camagent.light import FileLight
 from camagent.presets import Presets
 from camagent.status import Status
 
-host, port, missing = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+host, port, missing, read_only = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 
 
 class Camera:
@@ -55,8 +55,8 @@ client = MQTTClient("fd0-guest", host, port)
 client.connect()
 fd = client.sock.fileno()
 light = FileLight(Camera(), missing + "/light", 10)
-problems = []
 for i in range(5):
+    problems = []    # what this round's readers said
     problems.append(persist.read_json(missing + "/position.json"))
     problems.append(Presets(missing + "/presets.json").load_error)
     status = Status(proc_root=missing, net_root=missing)
@@ -67,28 +67,35 @@ for i in range(5):
         config.load(missing + "/camagent.json")
     except config.ConfigError as e:
         problems.append(str(e))
+    for directory in (missing, read_only):
+        if directory:
+            try:        # saves that cannot be made, as PositionStore and Presets make them
+                persist.write_json(directory + "/position.json", {"at_rest": True})
+            except OSError as e:
+                problems.append(compat.reason(e))
     gc.collect()      # on 1.22.0 this is where a half-made file object closes fd 0
-client.publish(b"fd0/alive", json.dumps({"fd": fd, "seen": problems[-5:]}))
+client.publish(b"fd0/alive", json.dumps({"fd": fd, "seen": problems}))
 client.disconnect()
 """
 
 
+def read_only_tmpfs(where):
+    """Mount a read-only tmpfs at `where`; False when this machine does not let us."""
+    os.makedirs(where)
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", where],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+
+
 def test_missing_files_and_collections_keep_the_socket_on_fd_0(tmp_path, mosquitto):
     missing = str(tmp_path / "nothing-here")
-    w = Watcher(mosquitto, ["fd0/alive"])
+    read_only = str(tmp_path / "ro")
+    if not read_only_tmpfs(read_only):
+        read_only = ""      # the save to a read-only state_dir is left out here
     try:
-        env = dict(os.environ, MICROPYPATH=":".join([os.path.join(ROOT, "agent"),
-                                                    os.path.join(ROOT, "build", "vendor")]))
-        proc = subprocess.run(
-            ["sh", "-c", 'exec "$0" "$@" <&-', MICROPYTHON, "-c", GUEST, "127.0.0.1",
-             str(mosquitto.port), missing],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
-        out = proc.stdout.decode(errors="replace")
-        assert proc.returncode == 0, out
-        i, t, p = w.wait_for(lambda t, p: True, "the guest's message")
+        report = run_guest(mosquitto, missing, read_only)
     finally:
-        w.close()
-    report = json.loads(p)
+        if read_only:
+            subprocess.run(["umount", read_only], check=True)
     assert report["fd"] == 0        # the case that matters: the socket is fd 0
     position, presets, status, light_error, config_error = report["seen"][:5]
     assert position is None and presets is None           # missing: nothing saved yet
@@ -96,3 +103,22 @@ def test_missing_files_and_collections_keep_the_socket_on_fd_0(tmp_path, mosquit
     assert light_error == "light file %s/light: no such file or directory" % missing
     assert config_error == ("%s/camagent.json: cannot read (no such file or directory)"
                             % missing)
+    assert report["seen"][5:] == ["no such file or directory"] + (
+        ["read-only file system"] if read_only else [])
+
+
+def run_guest(mosquitto, missing, read_only):
+    w = Watcher(mosquitto, ["fd0/alive"])
+    try:
+        env = dict(os.environ, MICROPYPATH=":".join([os.path.join(ROOT, "agent"),
+                                                    os.path.join(ROOT, "build", "vendor")]))
+        proc = subprocess.run(
+            ["sh", "-c", 'exec "$0" "$@" <&-', MICROPYTHON, "-c", GUEST, "127.0.0.1",
+             str(mosquitto.port), missing, read_only],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+        out = proc.stdout.decode(errors="replace")
+        assert proc.returncode == 0, out
+        i, t, p = w.wait_for(lambda t, p: True, "the guest's message")
+    finally:
+        w.close()
+    return json.loads(p)

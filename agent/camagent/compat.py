@@ -213,23 +213,25 @@ def read_text(path, limit):
     MicroPython 1.22's failed open() leaves a file object whose finaliser closes fd 0
     when collected, and on the camera fd 0 is often the MQTT socket by then (upstream
     issue 13672): so os.stat first, which makes no file object, and open only what is
-    there. OSError (a directory, no permission) and UnicodeError as open() and read()
-    raise them; ValueError, unread, for more than `limit` bytes: a huge file must not
-    take the heap.
+    there. OSError and UnicodeError as open() and read() raise them; ValueError, unread,
+    for more than `limit` bytes (a huge file must not take the heap) and for what is not
+    a regular file (a FIFO would block the loop, a device never end).
     """
     try:
         st = os.stat(path)
     except OSError:
         return None
-    if st[0] & 0o170000 == 0o040000:
-        raise OSError(21, "is a directory")    # open() would fail: never let it
+    kind = st[0] & 0o170000
+    if kind == 0o040000:
+        raise OSError(21, path)    # EISDIR: open() would fail, so it must not be tried
+    if kind != 0o100000:
+        raise ValueError("not a regular file")
     if st[6] > limit:
-        raise ValueError("%d bytes, more than the %d accepted" % (st[6], limit))
+        raise ValueError("too big: %d bytes, more than the %d accepted" % (st[6], limit))
     with open(path) as f:
-        # /proc, sysfs and device files report a size of 0: read at most the limit
-        text = f.read(limit + 1) if st[6] == 0 else f.read()
+        text = f.read()    # /proc and sysfs files say 0 bytes; the kernel bounds them
     if len(text) > limit:
-        raise ValueError("more than the %d bytes accepted" % limit)
+        raise ValueError("too big: more than the %d bytes accepted" % limit)
     return text
 
 

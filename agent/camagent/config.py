@@ -284,7 +284,7 @@ def load(path=DEFAULT_PATH):
     except UnicodeError:
         raise ConfigError(path, None, "not valid JSON (invalid UTF-8)")
     except ValueError as e:
-        raise ConfigError(path, None, "too big: %s (a config is a few hundred bytes)" % e)
+        raise ConfigError(path, None, str(e))
     if text is None:
         raise ConfigError(path, None, "cannot read (no such file or directory)")
     cfg = parse(text, path)

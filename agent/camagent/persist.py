@@ -44,10 +44,27 @@ def parse_json(text):
 
 def write_json(path, obj):
     """Write via a temporary file and rename, so a crash leaves the old or the new file."""
+    _check_writable(path.rsplit("/", 1)[0] or "/")
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         f.write(json.dumps(obj))
     os.rename(tmp, path)
+
+
+def _check_writable(directory):
+    """OSError unless `directory` is there on a file system that takes a new file. Found
+    out without open(): one that fails costs fd 0 on MicroPython 1.22.0 (see
+    compat.read_text), and a read-only or full state_dir would fail every save."""
+    if os.stat(directory)[0] & 0o170000 != 0o040000:
+        raise OSError(20, directory)          # ENOTDIR
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return              # no statvfs (the test VM's WASI): open() will tell
+    if st[8] & 1:
+        raise OSError(30, directory)          # ST_RDONLY: EROFS
+    if st[3] == 0:
+        raise OSError(28, directory)          # no free block: ENOSPC
 
 
 def ensure_dir(path):
@@ -161,7 +178,7 @@ class PositionStore:
             write_json(self.path, doc)
         except OSError as e:
             # losing the saved position only costs a homing; keep driving the motors
-            self.write_error = "cannot save position to %s: %s" % (self.path, e)
+            self.write_error = "cannot save position to %s: %s" % (self.path, reason(e))
             self._cam.changed()
             return
         self.write_error = None

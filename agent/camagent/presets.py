@@ -4,6 +4,7 @@ Positions are stored in half-steps, the motors' own unit, so a preset keeps
 pointing at the same spot if the degree calibration is changed later. Names are
 display text only (they become Home Assistant select options), never paths.
 """
+from .compat import reason
 from .persist import read_json, write_json
 
 MAX_PRESETS = 16
@@ -102,7 +103,7 @@ class Presets:
         try:
             write_json(self.path, {"presets": doc})
         except OSError as e:
-            raise ValueError("cannot write %s (%s); presets unchanged" % (self.path, e))
+            raise ValueError("cannot write %s (%s); presets unchanged" % (self.path, reason(e)))
         self.items = items
         self.changes += 1
 
