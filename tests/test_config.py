@@ -398,3 +398,21 @@ found["dir"] = Presets("/input/st").load_error
     assert found["truncated"].startswith("/input/st/truncated is damaged (not JSON (")
     assert found["deep"] == "/input/st/deep is damaged (not a presets file)" + tail
     assert found["dir"] == "/input/st is damaged (cannot read it: is a directory)" + tail
+
+
+@pytest.mark.parametrize("python", interpreters())
+def test_a_missing_tls_file_is_a_config_error_naming_the_key(tmp_path, python):
+    """It was a failed open() at every connect attempt, retried with backoff forever."""
+    present = tmp_path / "ca.pem"
+    present.write_text("not checked here: the TLS handshake judges the contents\n")
+    for key, value, why in (("ca_file", str(tmp_path / "none.pem"), "no such file or directory"),
+                            ("cert_file", str(tmp_path), "not a regular file")):
+        path = tmp_path / "camagent.json"
+        path.write_text(json.dumps({"state_dir": str(tmp_path / "st"), "mqtt": {
+            "host": "127.0.0.1", "tls": {"enabled": True, "ca_file": str(present),
+                                         key: value}}}))
+        p = subprocess.run(agent_cmd(path, python), env=agent_env(), capture_output=True,
+                           text=True, timeout=30)
+        assert p.returncode == 2, p.stderr
+        assert p.stderr.strip() == "camagent: %s: mqtt.tls.%s: cannot read %s (%s)" % (
+            path, key, value, why), p.stderr

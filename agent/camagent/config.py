@@ -4,6 +4,8 @@ Every key is checked against the type of its default, unknown keys are refused
 (a typo must not silently fall back to a default), and a bad value raises
 ConfigError naming the file and the dotted key.
 """
+import os
+
 from . import boards
 from .compat import hostname, read_text, reason
 from .persist import ensure_dir, parse_json
@@ -293,4 +295,17 @@ def load(path=DEFAULT_PATH):
     except OSError as e:
         raise ConfigError(path, "state_dir", "cannot create %s (%s)"
                           % (cfg["state_dir"], reason(e)))
+    tls = cfg["mqtt"]["tls"]
+    for key in ("ca_file", "cert_file", "key_file"):
+        # now, not at every connect attempt: a missing file is a config error, and on
+        # MicroPython the agent would open() it (see compat.read_text)
+        if tls["enabled"] and tls[key]:
+            try:
+                regular = os.stat(tls[key])[0] & 0o170000 == 0o100000
+                why = "not a regular file"
+            except OSError as e:
+                regular, why = False, reason(e)
+            if not regular:
+                raise ConfigError(path, "mqtt.tls." + key, "cannot read %s (%s)"
+                                  % (tls[key], why))
     return cfg
