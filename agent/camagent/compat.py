@@ -239,10 +239,9 @@ def read_text(path, limit):
 # errno.errorcode has only some names, and a name is not a reason anyway.
 _REASONS = {1: "operation not permitted", 2: "no such file or directory",
             5: "input/output error", 12: "out of memory", 13: "permission denied",
-            16: "device or resource busy", 17: "file exists", 19: "no such device",
-            20: "not a directory", 21: "is a directory", 22: "invalid argument",
-            28: "no space left on device", 30: "read-only file system",
-            36: "file name too long", 40: "too many levels of symbolic links"}
+            17: "file exists", 20: "not a directory", 21: "is a directory",
+            22: "invalid argument", 28: "no space left on device",
+            30: "read-only file system", 36: "file name too long"}
 
 
 def reason(exc):

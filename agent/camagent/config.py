@@ -172,8 +172,8 @@ def _check_overrides(path, board, overrides):
                 if k not in boards.AXIS_KEYS:
                     raise ConfigError(path, name + "." + k, "unknown key (known: %s)"
                                       % ", ".join(boards.AXIS_KEYS))
-                if not _same_type(base[key][k], v) or v < 0:
-                    raise ConfigError(path, name + "." + k, "must be %s, not negative"
+                if not _same_type(base[key][k], v):
+                    raise ConfigError(path, name + "." + k, "must be %s"
                                       % _type_name(base[key][k]))
                 low, high = AXIS_RANGES[k]
                 if v != v or not low <= v <= high:
@@ -207,10 +207,9 @@ def _check_overrides(path, board, overrides):
         if not a["min_steps"] < a["max_steps"] or not a["min_steps"] <= a["park"] <= a["max_steps"]:
             raise ConfigError(path, "overrides." + axis,
                               "needs min_steps < max_steps and park between them")
-        if not 0 < a["start_speed"] <= a["speed"] <= a["max_speed"] or a["accel"] <= 0 \
-                or a["steps_per_degree"] <= 0 or a["home_speed"] <= 0:
-            raise ConfigError(path, "overrides." + axis, "needs 0 < start_speed <= speed <= "
-                              "max_speed, and positive accel, home_speed, steps_per_degree")
+        if not a["start_speed"] <= a["speed"] <= a["max_speed"]:   # each one is in range
+            raise ConfigError(path, "overrides." + axis,
+                              "needs start_speed <= speed <= max_speed")
         fastest = max(a["max_speed"], a["home_speed"])
         span = fastest * fastest - a["start_speed"] ** 2    # the ramp: span / (2 accel) steps
         if span > 2 * a["accel"] * MAX_RAMP_STEPS:

@@ -15,11 +15,11 @@ from .compat import MinGap, read_text, reason, ticks_add
 STATE_FILE_LIMIT = 4096
 
 
-def read_json(path, limit=STATE_FILE_LIMIT):
+def read_json(path):
     """The parsed JSON file `path`: None when it is missing, ValueError saying why
     when it cannot be used (too big, not UTF-8, not JSON, nested too deeply)."""
     try:
-        text = read_text(path, limit)
+        text = read_text(path, STATE_FILE_LIMIT)
     except OSError as e:
         raise ValueError("cannot read it: %s" % reason(e))
     except UnicodeError:

@@ -5,7 +5,7 @@ pointing at the same spot if the degree calibration is changed later. Names are
 display text only (they become Home Assistant select options), never paths.
 """
 from .compat import reason
-from .persist import read_json, write_json
+from .persist import _is_int, read_json, write_json
 
 MAX_PRESETS = 16
 MAX_NAME = 24
@@ -106,7 +106,3 @@ class Presets:
             raise ValueError("cannot write %s (%s); presets unchanged" % (self.path, reason(e)))
         self.items = items
         self.changes += 1
-
-
-def _is_int(v):
-    return isinstance(v, int) and not isinstance(v, bool)
