@@ -60,7 +60,7 @@ def _check_writable(directory):
     try:
         st = os.statvfs(directory)
     except OSError:
-        return              # no statvfs (the test VM's WASI): open() will tell
+        return              # a port without statvfs (WASI): open() will tell
     if st[8] & 1:
         raise OSError(30, directory)          # ST_RDONLY: EROFS
     if st[3] == 0:
