@@ -81,3 +81,38 @@ def test_a_read_only_state_dir_is_a_problem_and_keeps_the_connection(tmp_path, m
     finally:
         w.close()
         agent.close()
+
+
+# Where the agent may call open(), and why the path is known to be there first. A new
+# open() of a file that may be missing must go through compat.read_text instead.
+OPEN_ALLOWED = {
+    ("compat", "read_text"): "after os.stat found a regular file",
+    ("persist", "write_json"): "after _check_writable found the directory writable",
+    ("gpio", "output"): "sysfs value file of a pin just exported (checked with _exists)",
+    ("gpio", "_write"): "sysfs direction file of an exported pin",
+    ("gpio", "_export"): "the kernel's sysfs export file",
+    ("gpio", "release_all"): "the kernel's sysfs unexport file",
+    ("mqtt", "_read"): "a TLS file config.load found to be a regular file",
+}
+
+
+def test_every_open_in_the_agent_is_of_a_file_known_to_be_there():
+    import ast
+    agent = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                         "agent", "camagent")
+    found = set()
+    for name in sorted(os.listdir(agent)):
+        if not name.endswith(".py"):
+            continue
+        tree = ast.parse(open(os.path.join(agent, name)).read())
+        for func in ast.walk(tree):
+            if not isinstance(func, ast.FunctionDef):
+                continue
+            for node in ast.walk(func):
+                if isinstance(node, ast.Call) and (
+                        getattr(node.func, "id", None) == "open"
+                        or getattr(node.func, "attr", None) == "_open"):
+                    found.add((name[:-3], func.name))
+    assert found - set(OPEN_ALLOWED) == set(), "open() of a file that may be missing: " \
+        "use compat.read_text (MicroPython 1.22's failed open() closes fd 0)"
+    assert found, "the scan found no open() at all: it is broken"
