@@ -23,7 +23,7 @@ class FileLight:
         try:
             text = read_text(self.path, _LIMIT)
             if text is None:
-                raise OSError(2, "no such file")
+                raise OSError(2, self.path)     # ENOENT, said like any other failure
             self._cam.ir.set_light(float(text.strip()))
             self.error = None
         except (OSError, ValueError) as e:
