@@ -8,7 +8,7 @@ import os
 
 from .compat import read_text
 
-_LIMIT = 8192   # /proc/meminfo, the longest file read here, is about 1.5 KB
+_LIMIT = 32768  # /proc/mounts can be long on a desktop; on the camera each file is ~1.5 KB
 _SD_DEVICE = "/dev/mmcblk"   # the SD card reader's block devices
 
 
