@@ -7,6 +7,7 @@ from .light import FileLight
 from .loop import Loop
 from .persist import PositionStore, ensure_dir
 from .power import Power
+from .settings import Settings
 from .stepper import Stepper
 
 ON_OFF = ("OFF", "ON")
@@ -45,8 +46,10 @@ class Camera:
         for name, axis in self.axes.items():
             if saved and isinstance(saved.get(name), dict):
                 axis.restore(saved[name])
+        self.settings = Settings(self, self.state_dir + "/settings.json",
+                                 cfg["persist_min_interval_s"])
         for dev in (self.pan, self.tilt, self.ir, self.leds["green"], self.leds["red"],
-                    self.power, self.positions):
+                    self.power, self.positions, self.settings):
             self.loop.add(dev)
         self.light_source = None
         if cfg["light_file"]:
@@ -57,13 +60,14 @@ class Camera:
         """Power-on actions: SD reader reset, known IR state, optional homing."""
         if self.cfg["sd_reset_on_start"]:
             self.power.sd_reset()
-        self.ir.set_mode(self.cfg["night"]["initial_mode"])
+        self.settings.restore(self.cfg["night"]["initial_mode"])   # or the saved ones
         if self.cfg["home_on_boot"]:
             self.pan.home()
             self.tilt.home()
 
     # --- notifications from the devices -------------------------------------------
     def changed(self):
+        self.settings.note()
         if self.on_change is not None:   # the MQTT session: publish the new state
             self.on_change()
 
@@ -106,7 +110,7 @@ class Camera:
         """Trouble the agent works around but the user should fix (a full flash, a bad
         light file), as sentences; empty when all is well."""
         found = []
-        for source in (self.positions, self.light_source):
+        for source in (self.positions, self.settings, self.light_source):
             if source is not None and source.error:
                 found.append(source.error)
         return found
@@ -119,7 +123,7 @@ class Camera:
         self.closed = True
         errors = []
         for step in (self.pan.stop, self.tilt.stop, self.ir.release, self.power.release,
-                     self.positions.flush, self.gpio.release_all):
+                     self.positions.flush, self.settings.flush, self.gpio.release_all):
             try:
                 step()
             except Exception as e:  # keep going: every later step is also a safety step

@@ -17,7 +17,7 @@ from umqtt.simple import MQTTClient, MQTTException
 from . import VERSION
 from .commands import CommandError, Commands, error_document
 from .compat import IS_MICROPYTHON, MinGap, ipoll, ticks_add, ticks_diff, ticks_ms
-from .discovery import Discovery
+from .discovery import Discovery, camera_ip, video_urls
 from .presets import Presets
 from .status import Status
 
@@ -84,6 +84,7 @@ class Session:
         self.presets = Presets(camera.state_dir + "/presets.json")
         self.commands = Commands(camera, self.presets, m["move_increment_deg"])
         self.status = Status(cfg["proc_root"])
+        self._proc_root = cfg["proc_root"]
         self.discovery = None
         if m["discovery"]:
             self.discovery = Discovery(m["discovery_prefix"], self.base, self.device_id,
@@ -94,7 +95,7 @@ class Session:
         self._beats_per_state = max(1, (m["state_interval"] + period // 2) // period)
         self._beats = 0
         self._started_s = self.status.uptime()
-        self._status = self.status.read()
+        self._read_status()
         self.client = None
         self.connected = False
         self.connects = 0          # successful connections, for tests and the log
@@ -187,8 +188,8 @@ class Session:
         self._poller = select.poll()
         self._poller.register(client.sock, select.POLLIN)
         self._publish(self.t_avail, b"online", True)
+        self._read_status()
         self._publish_discovery()
-        self._status = self.status.read()
         self._publish_state(now)
 
     def _retry(self, now, why):
@@ -249,7 +250,8 @@ class Session:
         self._beats += 1
         if self._beats >= self._beats_per_state:
             self._beats = 0
-            self._status = self.status.read()
+            if self._read_status():
+                self._publish_discovery()   # the device's URLs follow a new address
             self._publish_state(now)
             if not self.connected:
                 return
@@ -353,6 +355,13 @@ class Session:
             if not self._publish(topic.encode(), doc.encode(), True):
                 return
 
+    def _read_status(self):
+        """The periodic figures and the camera's address; True if the address changed."""
+        self._status = self.status.read()
+        ip = camera_ip(self._proc_root)
+        self._status.update(video_urls(ip))
+        return self.discovery is not None and self.discovery.set_ip(ip)
+
     def state_document(self):
         doc = self.cam.hardware_state()
         if self.presets.load_error:
@@ -362,6 +371,9 @@ class Session:
             presets[name] = {"pan": self.cam.pan.steps_to_deg(pos[0]),
                              "tilt": self.cam.tilt.steps_to_deg(pos[1])}
         doc["presets"] = presets
+        # the preset the camera is at, for HA's preset select; None once it moves away
+        doc["preset"] = None if self.cam.moving else \
+            self.presets.at(self.cam.pan.steps, self.cam.tilt.steps)
         doc["light"] = self.cam.ir.light
         up = self.status.uptime()
         doc["uptime"] = up - self._started_s if up is not None and self._started_s is not None \
