@@ -53,8 +53,32 @@ TEXT_MODES = {"text", "password"}
 IMAGE_ENCODINGS = {"b64"}
 
 
+# the documented abbreviations camagent uses (HA expands them before validating)
+ABBREVIATIONS = {"avty_t": "availability_topic", "cmd_t": "command_topic", "dev": "device",
+                 "dev_cla": "device_class", "ent_cat": "entity_category", "ic": "icon",
+                 "json_attr_t": "json_attributes_topic",
+                 "json_attr_tpl": "json_attributes_template", "o": "origin", "ops": "options",
+                 "pl_prs": "payload_press", "ptrn": "pattern", "stat_cla": "state_class",
+                 "stat_t": "state_topic", "t": "topic", "uniq_id": "unique_id",
+                 "unit_of_meas": "unit_of_measurement", "val_tpl": "value_template"}
+DEVICE_ABBREVIATIONS = {"ids": "identifiers", "cns": "connections", "mf": "manufacturer",
+                        "mdl": "model", "sw": "sw_version", "cu": "configuration_url"}
+ORIGIN_ABBREVIATIONS = {"sw": "sw_version", "url": "support_url"}
+
+
+def expanded(doc):
+    """The payload with abbreviated keys written out, as HA reads it."""
+    out = {ABBREVIATIONS.get(k, k): v for k, v in doc.items()}
+    if isinstance(out.get("device"), dict):
+        out["device"] = {DEVICE_ABBREVIATIONS.get(k, k): v for k, v in out["device"].items()}
+    if isinstance(out.get("origin"), dict):
+        out["origin"] = {ORIGIN_ABBREVIATIONS.get(k, k): v for k, v in out["origin"].items()}
+    return out
+
+
 def check(component, doc):
-    """Sentences naming what HA would refuse or ignore in this payload; [] when valid."""
+    """Sentences naming what HA would refuse or ignore in this payload; [] when valid.
+    `doc` is the payload as written out by expanded()."""
     if component not in COMPONENTS:
         return ["%s is not a component camagent should announce" % component]
     required, optional = COMPONENTS[component]

@@ -9,6 +9,7 @@ import os
 
 import pytest
 
+import ha_schema
 from broker_fixtures import (Agent, Mosquitto, Watcher, latest_state, mosquitto,  # noqa: F401
                              send, still, stop_leftovers, wait_until)
 from camagent.commands import TOPICS
@@ -131,7 +132,7 @@ def test_presets_end_to_end_and_select_entity_follows(cam):
     assert st["presets"]["porch"] == {"pan": 33.3, "tilt": 22.2}
     select = "homeassistant/select/camagent_testcam/preset/config"
     i, t, p = watcher.wait_for(lambda t, p: t == select and p, "the preset select", start=start)
-    assert json.loads(p)["options"] == ["porch"]
+    assert json.loads(p)["ops"] == ["porch"]
     ok(cam, "ptz/set", '{"pan": 300, "tilt": 80}', still)
     st = ok(cam, "preset/goto", "PORCH", still)
     assert (st["pan"]["position"], st["tilt"]["position"]) == (33.3, 22.2)
@@ -197,7 +198,7 @@ def test_discovery_references_only_served_topics(cam):
     configs = {}
     for topic, payload, retain in watcher.messages:
         if topic.startswith("homeassistant/") and topic.endswith("/config") and payload:
-            configs[topic] = json.loads(payload)
+            configs[topic] = ha_schema.expanded(json.loads(payload))
     components = {t.split("/")[1] for t in configs}
     assert components == {"number", "button", "select", "switch", "sensor", "binary_sensor",
                           "text"} | ({"camera"} if "snapshot/get" in TOPICS else set())

@@ -283,13 +283,13 @@ def test_status_without_wifi_card_or_files_is_none(tmp_path):
 def test_discovery_documents(rig):
     d = discovery.Discovery("homeassistant", "camagent/cam1", "cam1", "IMOU Ranger RC (4 MP)",
                             "0.1.0", "aa:bb:cc:00:11:22")
-    docs = dict(d.documents(rig.cam.axes, ["door", "gate"]))
+    docs = _texts(d.documents(rig.cam.axes, ["door", "gate"]))
     served = set("camagent/cam1/" + s for s in commands.TOPICS)
     published = {"camagent/cam1/" + s for s in ("state", "motion", "snapshot")}
     ids = set()
     for topic, text in docs.items():
         component = topic.split("/")[1]
-        doc = json.loads(text)
+        doc = ha_schema.expanded(json.loads(text))
         assert ha_schema.check(component, doc) == [], topic
         assert doc["availability_topic"] == "~/availability" and doc["~"] == "camagent/cam1"
         assert doc["device"] == {"identifiers": ["camagent_cam1"], "name": "cam1",
@@ -303,18 +303,18 @@ def test_discovery_documents(rig):
                                                       else published), (topic, key)
         ids.add(doc["unique_id"])
     assert len(ids) == len(docs)
-    pan = json.loads(docs["homeassistant/number/camagent_cam1/pan/config"])
+    pan = ha_schema.expanded(json.loads(docs["homeassistant/number/camagent_cam1/pan/config"]))
     assert (pan["min"], pan["max"]) == (rig.cam.pan.min_deg, rig.cam.pan.max_deg)
-    select = json.loads(docs["homeassistant/select/camagent_cam1/preset/config"])
+    select = ha_schema.expanded(json.loads(docs["homeassistant/select/camagent_cam1/preset/config"]))
     assert select["options"] == ["door", "gate"] and select["state_topic"] == "~/state"
     # HA refuses a select without options: with no presets the entity is removed
-    assert d.preset_document([]) == ("homeassistant/select/camagent_cam1/preset/config", "")
+    assert d.preset_document([]) == (b"homeassistant/select/camagent_cam1/preset/config", b"")
 
 
 def test_discovery_categories():
     d = discovery.Discovery("homeassistant", "camagent/cam1", "cam1", "m", "0.1.0")
-    docs = {t.split("/")[3]: json.loads(p) for t, p in d.documents(
-        {"pan": _Axis(0, 355.1), "tilt": _Axis(0, 90)}, ["door"])}
+    docs = {t.split("/")[3]: ha_schema.expanded(json.loads(p)) for t, p in _texts(d.documents(
+        {"pan": _Axis(0, 355.1), "tilt": _Axis(0, 90)}, ["door"])).items()}
     category = {name: doc.get("entity_category", "") for name, doc in docs.items()}
     assert {n for n, c in category.items() if c == "config"} == {
         "ir_led", "ir_cut", "night_mode", "led_green", "led_red", "sd_reset"}
@@ -330,10 +330,11 @@ def test_snapshot_entities_come_with_the_snapshot_command(monkeypatch):
     axes = {"pan": _Axis(0, 355.1), "tilt": _Axis(0, 90)}
     d = discovery.Discovery("homeassistant", "camagent/cam1", "cam1", "m", "0.1.0")
     monkeypatch.delitem(discovery.TOPICS, "snapshot/get", raising=False)
-    without = {t.split("/")[3] for t, p in d.documents(axes, ["a"])}
+    without = {t.split("/")[3] for t in _texts(d.documents(axes, ["a"]))}
     assert not {"snapshot", "snapshot_get"} & without
     monkeypatch.setitem(discovery.TOPICS, "snapshot/get", ("_snapshot", None))
-    docs = {t.split("/")[3]: (t.split("/")[1], json.loads(p)) for t, p in d.documents(axes, ["a"])}
+    docs = {t.split("/")[3]: (t.split("/")[1], ha_schema.expanded(json.loads(p)))
+            for t, p in _texts(d.documents(axes, ["a"])).items()}
     assert set(docs) - without == {"snapshot", "snapshot_get"}
     component, camera = docs["snapshot"]
     assert component == "camera" and ha_schema.check(component, camera) == []
@@ -344,11 +345,11 @@ def test_snapshot_entities_come_with_the_snapshot_command(monkeypatch):
 def test_discovery_follows_the_camera_address():
     d = discovery.Discovery("homeassistant", "camagent/cam1", "cam1", "m", "0.1.0")
     axes = {"pan": _Axis(0, 355.1), "tilt": _Axis(0, 90)}
-    assert all("configuration_url" not in json.loads(p)["device"]
-               for t, p in d.documents(axes, ["a"]))
+    assert all("cu" not in json.loads(p)["dev"] for p in _texts(d.documents(axes, ["a"])).values())
     assert d.set_ip("192.0.2.7") is True and d.set_ip("192.0.2.7") is False
-    for t, p in d.documents(axes, ["a"]):
-        assert json.loads(p)["device"]["configuration_url"] == "http://192.0.2.7/"
+    for p in _texts(d.documents(axes, ["a"])).values():
+        assert ha_schema.expanded(json.loads(p))["device"]["configuration_url"] == \
+            "http://192.0.2.7/"
     assert discovery.video_urls("192.0.2.7") == {"rtsp_main": "rtsp://192.0.2.7:554/stream=0",
                                                  "rtsp_sub": "rtsp://192.0.2.7:554/stream=1"}
     assert discovery.video_urls(None) == {"rtsp_main": None, "rtsp_sub": None}
@@ -368,6 +369,11 @@ def test_camera_ip_from_the_routing_trie(tmp_path):
 class _Axis:
     def __init__(self, low, high):
         self.min_deg, self.max_deg = low, high
+
+
+def _texts(documents):
+    """{topic: payload} as text (the agent publishes bytes)."""
+    return {t.decode(): p.decode() for t, p in documents}
 
 
 def test_heartbeat_notices_a_dead_broker_within_the_keepalive():

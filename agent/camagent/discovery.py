@@ -4,8 +4,8 @@ Topics are <discovery_prefix>/<component>/<node>/<object>/config, published
 retained. Discovery is data: each entity is one row of _ENTITIES, and its
 document is the row's JSON members set between the members every entity shares
 ("~" for <base>, availability, device, origin). Documents are formatted as text
-from constant strings, one at a time, so a publication costs little more than
-the payloads themselves. There are deliberately no cover entities: pan and tilt
+from constant bytes in one step each, one at a time, so a publication costs
+little more than the payloads themselves. There are deliberately no cover entities: pan and tilt
 are plain numbers and buttons.
 """
 import json
@@ -14,57 +14,58 @@ import os
 from .commands import TOPICS
 
 RTSP_PORT = 554
-CONFIG = '"entity_category":"config",'
-DIAGNOSTIC = '"entity_category":"diagnostic",'
-_LED = '"options":["ON","OFF","BLINK"]'
-_SIZE = '"device_class":"data_size","unit_of_measurement":"B","state_class":"measurement"'
+CONFIG = b'"ent_cat":"config",'
+DIAGNOSTIC = b'"ent_cat":"diagnostic",'
+_LED = b'"ops":["ON","OFF","BLINK"],'
+_SIZE = b'"dev_cla":"data_size","unit_of_meas":"B","stat_cla":"measurement",'
+_NONE = (b"", b"", b"")
+SET = True     # the command topic is <object id>/set
+_AXES = {"pan": (b"pan", b"Pan", b"pan.position"), "tilt": (b"tilt", b"Tilt", b"tilt.position")}
 
-# (component, object id, name, category, state: a Jinja expression over the state
-# document (or None), command topic under <base> (or None), further JSON members).
-# Rows whose command the agent does not serve (a feature not built in) are skipped.
+# Keys are HA's documented abbreviations (cmd_t: command_topic, stat_t: state_topic,
+# val_tpl: value_template, pl_prs: payload_press, ops: options, dev_cla: device_class,
+# ent_cat: entity_category, ...): half the bytes on the wire and in the flash.
+# A row: (component, object id, name, category, state: a key of the state document
+# or a Jinja expression over it (or None), command topic under <base> (or None),
+# further members, each followed by a comma). Rows whose command the agent does not
+# serve (a feature not built in) are skipped.
 _ENTITIES = (
-    ("button", "left", "Left", "", None, "ptz/move", '"payload_press":"LEFT"'),
-    ("button", "right", "Right", "", None, "ptz/move", '"payload_press":"RIGHT"'),
-    ("button", "up", "Up", "", None, "ptz/move", '"payload_press":"UP"'),
-    ("button", "down", "Down", "", None, "ptz/move", '"payload_press":"DOWN"'),
-    ("button", "stop", "Stop", "", None, "ptz/stop", '"payload_press":"STOP"'),
-    ("button", "home", "Home", "", None, "ptz/home", '"payload_press":"HOME"'),
-    ("text", "preset_save", "Save preset as", "", None, "preset/save",
-     '"min":1,"max":24,"pattern":"[A-Za-z0-9 ._-]+","icon":"mdi:star-plus"'),
-    ("binary_sensor", "moving", "Moving", "",
-     "'ON' if value_json.pan.moving or value_json.tilt.moving else 'OFF'", None,
-     '"device_class":"moving"'),
-    ("binary_sensor", "motion", "Motion", "", None, None,
-     '"state_topic":"~/motion","device_class":"motion"'),
-    ("button", "snapshot_get", "Take snapshot", "", None, "snapshot/get",
-     '"icon":"mdi:camera"'),
+    (b"button", b"left", b"Left", b"", None, b"ptz/move", b'"pl_prs":"LEFT",'),
+    (b"button", b"right", b"Right", b"", None, b"ptz/move", b'"pl_prs":"RIGHT",'),
+    (b"button", b"up", b"Up", b"", None, b"ptz/move", b'"pl_prs":"UP",'),
+    (b"button", b"down", b"Down", b"", None, b"ptz/move", b'"pl_prs":"DOWN",'),
+    (b"button", b"stop", b"Stop", b"", None, b"ptz/stop", b""),
+    (b"button", b"home", b"Home", b"", None, b"ptz/home", b""),
+    (b"text", b"preset_save", b"Save preset as", b"", None, b"preset/save",
+     b'"min":1,"max":24,"ptrn":"[A-Za-z0-9 ._-]+",'),
+    (b"binary_sensor", b"moving", b"Moving", b"",
+     b"'ON' if value_json.pan.moving or value_json.tilt.moving else 'OFF'", None,
+     b'"dev_cla":"moving",'),
+    (b"binary_sensor", b"motion", b"Motion", b"", None, None,
+     b'"stat_t":"~/motion","dev_cla":"motion",'),
+    (b"button", b"snapshot_get", b"Take snapshot", b"", None, b"snapshot/get", b""),
     # the camera shows what snapshot/get publishes: it is there when that command is
-    ("camera", "snapshot", "Snapshot", "", None, "snapshot/get", '"topic":"~/snapshot"'),
-    ("switch", "ir_led", "IR illuminator", CONFIG, "value_json.ir_led", "ir_led/set",
-     '"icon":"mdi:led-on"'),
-    ("select", "ir_cut", "IR-cut filter", CONFIG, "value_json.ir_cut", "ir_cut/set",
-     '"options":["DAY","NIGHT"]'),
-    ("select", "night_mode", "Night mode", CONFIG, "value_json.night_mode", "night_mode/set",
-     '"options":["DAY","NIGHT","AUTO"]'),
-    ("select", "led_green", "Green LED", CONFIG, "value_json.led_green", "led_green/set", _LED),
-    ("select", "led_red", "Red LED", CONFIG, "value_json.led_red", "led_red/set", _LED),
-    ("button", "sd_reset", "SD card reset", CONFIG, None, "sd/reset", '"payload_press":"RESET"'),
-    ("binary_sensor", "homed", "Homed", DIAGNOSTIC,
-     "'ON' if value_json.pan.homed and value_json.tilt.homed else 'OFF'", None, ""),
-    ("sensor", "problems", "Problems", DIAGNOSTIC, "value_json.problems | length", None,
-     '"json_attributes_topic":"~/state",'
-     '"json_attributes_template":"{{ {\'problems\': value_json.problems} | tojson }}",'
-     '"icon":"mdi:alert-circle-outline"'),
-    ("sensor", "uptime", "Agent uptime", DIAGNOSTIC, "value_json.uptime", None,
-     '"device_class":"duration","unit_of_measurement":"s"'),
-    ("sensor", "wifi_rssi", "Wifi signal", DIAGNOSTIC, "value_json.wifi_rssi", None,
-     '"device_class":"signal_strength","unit_of_measurement":"dBm","state_class":"measurement"'),
-    ("sensor", "memory_free", "Free memory", DIAGNOSTIC, "value_json.memory_free", None, _SIZE),
-    ("sensor", "sd_free", "SD card free", DIAGNOSTIC, "value_json.sd_free", None, _SIZE),
-    ("sensor", "rtsp_main", "RTSP main stream", DIAGNOSTIC, "value_json.rtsp_main", None,
-     '"icon":"mdi:cctv"'),
-    ("sensor", "rtsp_sub", "RTSP sub stream", DIAGNOSTIC, "value_json.rtsp_sub", None,
-     '"icon":"mdi:cctv"'),
+    (b"camera", b"snapshot", b"Snapshot", b"", None, b"snapshot/get", b'"t":"~/snapshot",'),
+    (b"switch", b"ir_led", b"IR illuminator", CONFIG, b"ir_led", SET, b""),
+    (b"select", b"ir_cut", b"IR-cut filter", CONFIG, b"ir_cut", SET, b'"ops":["DAY","NIGHT"],'),
+    (b"select", b"night_mode", b"Night mode", CONFIG, b"night_mode", SET,
+     b'"ops":["DAY","NIGHT","AUTO"],'),
+    (b"select", b"led_green", b"Green LED", CONFIG, b"led_green", SET, _LED),
+    (b"select", b"led_red", b"Red LED", CONFIG, b"led_red", SET, _LED),
+    (b"button", b"sd_reset", b"SD card reset", CONFIG, None, b"sd/reset", b""),
+    (b"binary_sensor", b"homed", b"Homed", DIAGNOSTIC,
+     b"'ON' if value_json.pan.homed and value_json.tilt.homed else 'OFF'", None, b""),
+    (b"sensor", b"problems", b"Problems", DIAGNOSTIC, b"value_json.problems | length", None,
+     b'"json_attr_t":"~/state",'
+     b'"json_attr_tpl":"{{ {\'problems\': value_json.problems} | tojson }}",'),
+    (b"sensor", b"uptime", b"Agent uptime", DIAGNOSTIC, b"uptime", None,
+     b'"dev_cla":"duration","unit_of_meas":"s",'),
+    (b"sensor", b"wifi_rssi", b"Wifi signal", DIAGNOSTIC, b"wifi_rssi", None,
+     b'"dev_cla":"signal_strength","unit_of_meas":"dBm","stat_cla":"measurement",'),
+    (b"sensor", b"memory_free", b"Free memory", DIAGNOSTIC, b"memory_free", None, _SIZE),
+    (b"sensor", b"sd_free", b"SD card free", DIAGNOSTIC, b"sd_free", None, _SIZE),
+    (b"sensor", b"rtsp_main", b"RTSP main stream", DIAGNOSTIC, b"rtsp_main", None, b""),
+    (b"sensor", b"rtsp_sub", b"RTSP sub stream", DIAGNOSTIC, b"rtsp_sub", None, b""),
 )
 
 
@@ -97,76 +98,81 @@ def camera_ip(proc_root="/proc"):
 
 
 class Discovery:
+    """Yields (topic, payload) as bytes, each payload formatted in one step."""
+
     def __init__(self, prefix, base, device_id, model, version, mac=None, ip=None):
-        self.prefix = prefix
         self.node = "camagent_" + device_id
         self._id = device_id
         self._model = model
         self._version = version
         self._mac = mac
-        self._head = '{"~":%s,"name":"%%s","unique_id":"%s_%%s",' % (json.dumps(base), self.node)
+        self._topic = ("%s/%%s/%s/%%s/config" % (prefix, self.node)).encode()
+        self._base = json.dumps(base).encode()
         self.ip = None
+        self._doc = None
         self.set_ip(ip)
 
     def set_ip(self, ip):
         """Adopt the camera's address (the device's configuration_url); True if it changed."""
-        if ip == self.ip and hasattr(self, "_tail"):
+        if ip == self.ip and self._doc is not None:
             return False
         self.ip = ip
-        device = {"identifiers": [self.node], "name": self._id, "model": self._model,
-                  "manufacturer": "IMOU", "sw_version": "camagent " + self._version}
+        device = {"ids": [self.node], "name": self._id, "mdl": self._model, "mf": "IMOU",
+                  "sw": "camagent " + self._version}
         if self._mac:
-            device["connections"] = [["mac", self._mac]]
+            device["cns"] = [["mac", self._mac]]
         if ip:
-            device["configuration_url"] = "http://%s/" % ip   # majestic's web UI
-        origin = {"name": "camagent", "sw_version": self._version}
-        self._tail = '"availability_topic":"~/availability","device":%s,"origin":%s}' % (
-            json.dumps(device), json.dumps(origin))
+            device["cu"] = "http://%s/" % ip   # configuration_url: majestic's web UI
+        # the format of every document: name, object id, then the entity's own members
+        self._doc = b'{"~":%s,"name":"%%s","uniq_id":"%s_%%s",%%s%%s%%s%%s%%s%%s%%s%%s' \
+            b'"avty_t":"~/availability","dev":%s,"o":{"name":"camagent","sw":"%s"}}' % (
+                self._base, self.node.encode(), json.dumps(device).encode(),
+                self._version.encode())
         return True
 
     def topic(self, component, object_id):
-        return "%s/%s/%s/%s/config" % (self.prefix, component, self.node, object_id)
-
-    def _document(self, object_id, name, members):
-        return self._head % (name, object_id) + members + self._tail
+        return self._topic % (component, object_id)
 
     def documents(self, axes, preset_names):
         """Every (topic, payload) to publish, one at a time (the device is small)."""
         for name in ("pan", "tilt"):
             yield self.axis_document(name, axes[name])
         for row in _ENTITIES:
-            if row[5] is None or row[5] in TOPICS:
-                yield self.topic(row[0], row[1]), self._document(row[1], row[2], _members(row))
+            if row[5] is None or row[5] is SET or row[5].decode() in TOPICS:
+                yield self.topic(row[0], row[1]), self._document(row)
         yield self.preset_document(preset_names)
 
+    def _document(self, row):
+        component, object_id, name, category, state, command, extra = row
+        if state is None:
+            st = _NONE
+        elif b" " in state:      # an expression
+            st = (b'"stat_t":"~/state","val_tpl":"{{ ', state, b' }}",')
+        else:                    # a key of the state document
+            st = (b'"stat_t":"~/state","val_tpl":"{{ value_json.', state, b' }}",')
+        if command is SET:
+            cmd = (b'"cmd_t":"~/', object_id, b'/set",')
+        elif command and component != b"camera":
+            cmd = (b'"cmd_t":"~/', command, b'",')
+        else:
+            cmd = _NONE
+        return self._doc % (name, object_id, category, st[0], st[1], st[2], cmd[0], cmd[1],
+                            cmd[2], extra)
+
     def axis_document(self, name, axis):
-        members = ('"command_topic":"~/%s/set","state_topic":"~/state",'
-                   '"value_template":"{{ value_json.%s.position }}","min":%s,"max":%s,'
-                   '"step":0.1,"unit_of_measurement":"\\u00b0","mode":"slider",'
-                   '"icon":"mdi:pan-%s",' % (name, name, axis.min_deg, axis.max_deg,
-                                             "horizontal" if name == "pan" else "vertical"))
-        return self.topic("number", name), self._document(name, "Pan" if name == "pan" else "Tilt", members)
+        object_id, title, state = _AXES[name]
+        members = ('"min":%s,"max":%s,"step":0.1,"unit_of_meas":"\\u00b0","mode":"slider",'
+                   % (axis.min_deg, axis.max_deg)).encode()
+        return self.topic(b"number", object_id), self._document(
+            (b"number", object_id, title, b"", state, SET, members))
 
     def preset_document(self, names):
         """The preset select, whose state is the preset the camera is at ("None" in the
         template: unknown once it moved away); an empty payload (removal) while there
         are no presets, because HA refuses a select without options."""
-        topic = self.topic("select", "preset")
+        topic = self.topic(b"select", b"preset")
         if not names:
-            return topic, ""
-        return topic, self._document("preset", "Preset", (
-            '"command_topic":"~/preset/goto","state_topic":"~/state",'
-            '"value_template":"{{ value_json.preset }}","options":%s,"icon":"mdi:star",'
-            % json.dumps(list(names))))
-
-
-def _members(row):
-    component, object_id, name, category, state, command, extra = row
-    out = category
-    if state:
-        out += '"state_topic":"~/state","value_template":"{{ %s }}",' % state
-    if command and component != "camera":
-        out += '"command_topic":"~/%s",' % command
-    if extra:
-        out += extra + ","
-    return out
+            return topic, b""
+        return topic, self._document((b"select", b"preset", b"Preset", b"", b"preset",
+                                      b"preset/goto",
+                                      b'"ops":%s,' % json.dumps(list(names)).encode()))

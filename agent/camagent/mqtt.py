@@ -330,7 +330,7 @@ class Session:
                 self._presets_seen = self.presets.changes
                 if self.discovery:
                     topic, doc = self.discovery.preset_document(self.presets.names())
-                    self._publish(topic.encode(), doc.encode(), True)
+                    self._publish(topic, doc, True)
         elif topic == self.t_ha_status and msg.strip().lower() == b"online":
             # Home Assistant (re)started: it has lost nothing retained, but may have
             # dropped entities whose config it saw while not ready
@@ -352,7 +352,7 @@ class Session:
         if not self.discovery:
             return
         for topic, doc in self.discovery.documents(self.cam.axes, self.presets.names()):
-            if not self._publish(topic.encode(), doc.encode(), True):
+            if not self._publish(topic, doc, True):   # bytes already
                 return
 
     def _read_status(self):
