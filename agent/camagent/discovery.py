@@ -98,7 +98,8 @@ def camera_ip(proc_root="/proc"):
 
 
 class Discovery:
-    """Yields (topic, payload) as bytes, each payload formatted in one step."""
+    """Yields (topic, payload) as bytes; a payload is joined from constant pieces, so
+    building it allocates just the payload itself."""
 
     def __init__(self, prefix, base, device_id, model, version, mac=None, ip=None):
         self.node = "camagent_" + device_id
@@ -107,14 +108,15 @@ class Discovery:
         self._version = version
         self._mac = mac
         self._topic = ("%s/%%s/%s/%%s/config" % (prefix, self.node)).encode()
-        self._base = json.dumps(base).encode()
+        self._head = b'{"~":%s,"name":"' % json.dumps(base).encode()
+        self._uniq = b'","uniq_id":"%s_' % self.node.encode()
         self.ip = None
-        self._doc = None
+        self._tail = None
         self.set_ip(ip)
 
     def set_ip(self, ip):
         """Adopt the camera's address (the device's configuration_url); True if it changed."""
-        if ip == self.ip and self._doc is not None:
+        if ip == self.ip and self._tail is not None:
             return False
         self.ip = ip
         device = {"ids": [self.node], "name": self._id, "mdl": self._model, "mf": "IMOU",
@@ -123,11 +125,8 @@ class Discovery:
             device["cns"] = [["mac", self._mac]]
         if ip:
             device["cu"] = "http://%s/" % ip   # configuration_url: majestic's web UI
-        # the format of every document: name, object id, then the entity's own members
-        self._doc = b'{"~":%s,"name":"%%s","uniq_id":"%s_%%s",%%s%%s%%s%%s%%s%%s%%s%%s' \
-            b'"avty_t":"~/availability","dev":%s,"o":{"name":"camagent","sw":"%s"}}' % (
-                self._base, self.node.encode(), json.dumps(device).encode(),
-                self._version.encode())
+        self._tail = b'"avty_t":"~/availability","dev":%s,"o":{"name":"camagent","sw":"%s"}}' % (
+            json.dumps(device).encode(), self._version.encode())
         return True
 
     def topic(self, component, object_id):
@@ -156,8 +155,8 @@ class Discovery:
             cmd = (b'"cmd_t":"~/', command, b'",')
         else:
             cmd = _NONE
-        return self._doc % (name, object_id, category, st[0], st[1], st[2], cmd[0], cmd[1],
-                            cmd[2], extra)
+        return b"".join((self._head, name, self._uniq, object_id, b'",', category, st[0], st[1],
+                         st[2], cmd[0], cmd[1], cmd[2], extra, self._tail))
 
     def axis_document(self, name, axis):
         object_id, title, state = _AXES[name]
