@@ -28,7 +28,8 @@ import table  # noqa: E402
 SECTIONS = {"steps": ("steps", "Steps"), "latency": ("latency", "Command latency"),
             "idle": ("idle", "Idle cost"), "footprint": ("footprint", "Footprint"),
             "flash": ("flashbytes", "Flash"),
-            "actioncam": ("actioncam", "Action camera relay")}
+            "actioncam": ("actioncam", "Action camera relay"),
+            "discovery": ("discovery", "Discovery heap")}
 
 
 def _load():
@@ -58,7 +59,8 @@ QUICK = {"steps": {"rates": (1000,), "duration_s": 0.05, "repeats": 1},
          "idle": {"window_s": 0.1, "warm_s": 0, "align": False},
          "footprint": {"heap_search": False},
          "flash": {"scale": 0.05},
-         "actioncam": {"seconds": 2, "client_counts": (1,)}}
+         "actioncam": {"seconds": 2, "client_counts": (1,)},
+         "discovery": {}}
 
 
 def run_section(name, quick=False):

@@ -46,8 +46,12 @@ def sections(results):
 def test_every_section_runs_and_reports_figures(quick):
     results, text = quick
     secs = sections(results)
-    assert list(secs) == ["steps", "latency", "idle", "footprint", "flash", "actioncam"]
+    assert list(secs) == ["steps", "latency", "idle", "footprint", "flash", "actioncam",
+                          "discovery"]
     for key, sec in secs.items():
+        if key == "discovery":   # measured under MicroPython only
+            assert (sec["status"], sec["reason"]) == ("skipped", "MICROPYTHON not set")
+            continue
         assert sec["status"] == "ok", (key, sec["reason"])
         assert sec["figures"], key
         for fig in sec["figures"]:
@@ -144,3 +148,11 @@ def test_steps_under_micropython_count_one_write_per_half_step(tmp_path):
         assert r["agent"]["writes_per_half_step"] == 1.0
         assert r["floor"]["writes_per_half_step"] == 1.0
         assert r["floor"]["allocated_per_half_step"] is not None
+
+
+@pytest.mark.skipif(not os.environ.get("MICROPYTHON"), reason="MICROPYTHON not set")
+def test_discovery_heap_under_micropython_counts_every_document(tmp_path):
+    results, _ = run_bench(tmp_path, "--only", "discovery", micropython=os.environ["MICROPYTHON"])
+    raw = results["raw"]["discovery"]
+    assert raw["documents"] >= 26 and raw["payload_bytes"] > 0
+    assert raw["garbage"] > 0 and raw["baseline"] > 0

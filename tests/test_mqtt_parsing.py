@@ -308,7 +308,7 @@ def test_discovery_documents(rig):
     select = ha_schema.expanded(json.loads(docs["homeassistant/select/camagent_cam1/preset/config"]))
     assert select["options"] == ["door", "gate"] and select["state_topic"] == "~/state"
     # HA refuses a select without options: with no presets the entity is removed
-    assert d.preset_document([]) == (b"homeassistant/select/camagent_cam1/preset/config", b"")
+    assert d.preset_document([]) == (b"homeassistant/select/camagent_cam1/preset/config", ())
 
 
 def test_discovery_categories():
@@ -372,8 +372,8 @@ class _Axis:
 
 
 def _texts(documents):
-    """{topic: payload} as text (the agent publishes bytes)."""
-    return {t.decode(): p.decode() for t, p in documents}
+    """{topic: payload} as text (the agent publishes bytes, the payload in pieces)."""
+    return {t.decode(): b"".join(p).decode() for t, p in documents}
 
 
 def test_heartbeat_notices_a_dead_broker_within_the_keepalive():

@@ -4,8 +4,8 @@ Topics are <discovery_prefix>/<component>/<node>/<object>/config, published
 retained. Discovery is data: each entity is one row of _ENTITIES, and its
 document is the row's JSON members set between the members every entity shares
 ("~" for <base>, availability, device, origin). Documents are formatted as text
-from constant bytes in one step each, one at a time, so a publication costs
-little more than the payloads themselves. There are deliberately no cover entities: pan and tilt
+from constant pieces and written piece by piece, one document at a time, so a
+publication leaves little garbage. There are deliberately no cover entities: pan and tilt
 are plain numbers and buttons.
 """
 import json
@@ -18,7 +18,8 @@ CONFIG = b'"ent_cat":"config",'
 DIAGNOSTIC = b'"ent_cat":"diagnostic",'
 _LED = b'"ops":["ON","OFF","BLINK"],'
 _SIZE = b'"dev_cla":"data_size","unit_of_meas":"B","stat_cla":"measurement",'
-_NONE = (b"", b"", b"")
+_STATE_KEY = b'"stat_t":"~/state","val_tpl":"{{ value_json.'
+_STATE_EXPR = b'"stat_t":"~/state","val_tpl":"{{ '
 SET = True     # the command topic is <object id>/set
 _AXES = {"pan": (b"pan", b"Pan", b"pan.position"), "tilt": (b"tilt", b"Tilt", b"tilt.position")}
 
@@ -98,8 +99,9 @@ def camera_ip(proc_root="/proc"):
 
 
 class Discovery:
-    """Yields (topic, payload) as bytes; a payload is joined from constant pieces, so
-    building it allocates just the payload itself."""
+    """Yields (topic, payload): the topic as bytes, the payload as a tuple of bytes pieces
+    (mostly constants) that the session writes one after the other, so no document is
+    ever copied whole into the heap."""
 
     def __init__(self, prefix, base, device_id, model, version, mac=None, ip=None):
         self.node = "camagent_" + device_id
@@ -133,7 +135,7 @@ class Discovery:
         return self._topic % (component, object_id)
 
     def documents(self, axes, preset_names):
-        """Every (topic, payload) to publish, one at a time (the device is small)."""
+        """Every (topic, payload pieces) to publish, one at a time (the device is small)."""
         for name in ("pan", "tilt"):
             yield self.axis_document(name, axes[name])
         for row in _ENTITIES:
@@ -143,20 +145,16 @@ class Discovery:
 
     def _document(self, row):
         component, object_id, name, category, state, command, extra = row
-        if state is None:
-            st = _NONE
-        elif b" " in state:      # an expression
-            st = (b'"stat_t":"~/state","val_tpl":"{{ ', state, b' }}",')
-        else:                    # a key of the state document
-            st = (b'"stat_t":"~/state","val_tpl":"{{ value_json.', state, b' }}",')
-        if command is SET:
-            cmd = (b'"cmd_t":"~/', object_id, b'/set",')
-        elif command and component != b"camera":
-            cmd = (b'"cmd_t":"~/', command, b'",')
-        else:
-            cmd = _NONE
-        return b"".join((self._head, name, self._uniq, object_id, b'",', category, st[0], st[1],
-                         st[2], cmd[0], cmd[1], cmd[2], extra, self._tail))
+        if component == b"camera":
+            command = None       # the row names snapshot/get only as what it needs
+        return (self._head, name, self._uniq, object_id, b'",', category,
+                # the state: a key of the state document, or an expression over it
+                (_STATE_EXPR if b" " in state else _STATE_KEY) if state else b"",
+                state or b"", b' }}",' if state else b"",
+                b'"cmd_t":"~/' if command else b"",
+                object_id if command is SET else command or b"",
+                (b'/set",' if command is SET else b'",') if command else b"",
+                extra, self._tail)
 
     def axis_document(self, name, axis):
         object_id, title, state = _AXES[name]
@@ -171,7 +169,7 @@ class Discovery:
         are no presets, because HA refuses a select without options."""
         topic = self.topic(b"select", b"preset")
         if not names:
-            return topic, b""
+            return topic, ()
         return topic, self._document((b"select", b"preset", b"Preset", b"", b"preset",
                                       b"preset/goto",
                                       b'"ops":%s,' % json.dumps(list(names)).encode()))

@@ -109,6 +109,7 @@ class Session:
         self._delivered = False    # the last packet read was a message for us
         self._publish_at = None    # coalesced state publication
         self._publish_gap = MinGap(PUBLISH_GAP_US)
+        self._head = bytearray(7)   # a PUBLISH's fixed header and topic length
         self._presets_seen = self.presets.changes
         self._retry_at = camera.now()   # first connection attempt on the first loop pass
         self.due = self._retry_at
@@ -330,7 +331,7 @@ class Session:
                 self._presets_seen = self.presets.changes
                 if self.discovery:
                     topic, doc = self.discovery.preset_document(self.presets.names())
-                    self._publish(topic, doc, True)
+                    self._publish_pieces(topic, doc)
         elif topic == self.t_ha_status and msg.strip().lower() == b"online":
             # Home Assistant (re)started: it has lost nothing retained, but may have
             # dropped entities whose config it saw while not ready
@@ -348,11 +349,43 @@ class Session:
             return False
         return True
 
+    def _publish_pieces(self, topic, pieces):
+        """A retained QoS 0 PUBLISH written piece by piece (the discovery documents):
+        the payload is never joined into one copy on the heap, and the fixed header
+        goes through one reused buffer."""
+        if not self.connected:
+            return False
+        size = 2 + len(topic)
+        for piece in pieces:
+            size += len(piece)
+        head = self._head
+        head[0] = 0x31                 # PUBLISH, QoS 0, retained
+        n = 1
+        while True:                    # the remaining length, 7 bits a byte
+            head[n] = size & 0x7f | (0x80 if size > 0x7f else 0)
+            n += 1
+            size >>= 7
+            if not size:
+                break
+        head[n] = len(topic) >> 8
+        head[n + 1] = len(topic) & 0xff
+        try:
+            write = self.client.sock.write
+            write(head, n + 2)
+            write(topic)
+            for piece in pieces:
+                if piece:
+                    write(piece)
+        except Exception as e:
+            self._lost("publish failed: %s" % _describe(e))
+            return False
+        return True
+
     def _publish_discovery(self):
         if not self.discovery:
             return
         for topic, doc in self.discovery.documents(self.cam.axes, self.presets.names()):
-            if not self._publish(topic, doc, True):   # bytes already
+            if not self._publish_pieces(topic, doc):
                 return
 
     def _read_status(self):
