@@ -383,3 +383,34 @@ def test_heartbeat_notices_a_dead_broker_within_the_keepalive():
             assert 1 <= beat and 1 <= answer and beat + answer <= keepalive
             assert beat <= interval and beat <= 300
     assert heartbeat_s(60, 300) == (57, 3)
+
+
+def test_the_schema_checker_catches_what_home_assistant_would_refuse():
+    """ha_schema.check() is what the discovery tests trust: it must fail bad payloads."""
+    good = {"name": "Led", "unique_id": "u1", "command_topic": "~/led/set", "options": ["A"],
+            "device": {"identifiers": ["x"]}}
+    assert ha_schema.check("select", good) == []
+    cases = [
+        ("select", dict(good, options=[]), "options must be a non-empty list"),
+        ("select", {k: v for k, v in good.items() if k != "command_topic"},
+         "missing required command_topic"),
+        ("select", dict(good, payload_press="X"), "payload_press is not a documented select key"),
+        ("sensor", {"name": "s", "unique_id": "u", "state_topic": "~/state",
+                    "entity_category": "config", "device": {"identifiers": ["x"]}},
+         "entity_category config is refused for a sensor"),
+        ("sensor", {"name": "s", "unique_id": "u", "state_topic": "~/state",
+                    "device": {"identifiers": ["x"]}, "value_template": "{{ value_json.a"},
+         "value_template does not parse"),
+        ("text", {"name": "t", "unique_id": "u", "command_topic": "~/t", "pattern": "[",
+                  "device": {"identifiers": ["x"]}}, "text pattern is not a regex"),
+        ("select", dict(good, device={"identifiers": ["x"], "configuration_url": "ftp://x"}),
+         "configuration_url 'ftp://x' is not an http(s) URL"),
+        ("camera", {"name": "c", "unique_id": "u", "topic": "~/s", "image_encoding": "none",
+                    "device": {"identifiers": ["x"]}}, "image_encoding 'none'"),
+        ("cover", good, "cover is not a component camagent should announce"),
+    ]
+    for component, doc, expected in cases:
+        found = ha_schema.check(component, doc)
+        assert any(expected in p for p in found), (expected, found)
+    assert ha_schema.expanded({"cmd_t": "~/x", "dev": {"ids": ["a"], "cu": "http://h/"}}) == \
+        {"command_topic": "~/x", "device": {"identifiers": ["a"], "configuration_url": "http://h/"}}
