@@ -119,7 +119,8 @@ def check(component, doc):
             except re.error as e:
                 problems.append("text pattern is not a regex: %s" % e)
     if component == "camera" and doc.get("image_encoding", "b64") not in IMAGE_ENCODINGS:
-        problems.append("image_encoding %r: only b64, or absent for raw bytes" % doc["image_encoding"])
+        problems.append("image_encoding %r: only b64, or absent for raw bytes"
+                        % doc["image_encoding"])
     problems += _check_device(doc.get("device"))
     origin = doc.get("origin")
     if origin is not None:

@@ -131,7 +131,8 @@ def test_discovery_documents_match_cpython(vm):
     vm.run("from camagent.discovery import Discovery\n"
            "d = Discovery('homeassistant', 'camagent/vmcam', 'vmcam', cam.board['model'], "
            "'0.1.0', 'aa:bb:cc:dd:ee:ff')\n"
-           "docs = [(t.decode(), b''.join(p).decode()) for t, p in d.documents(cam.axes, ['door', 'gate'])]")
+           "docs = [(t.decode(), b''.join(p).decode())\n"
+           "        for t, p in d.documents(cam.axes, ['door', 'gate'])]")
     guest = dict(vm.eval("docs"))
     host = Discovery("homeassistant", "camagent/vmcam", "vmcam", "IMOU Ranger RC (4 MP)", "0.1.0",
                      "aa:bb:cc:dd:ee:ff")
@@ -142,7 +143,8 @@ def test_discovery_documents_match_cpython(vm):
         assert json.loads(guest[topic]) == json.loads(expected[topic]), topic
     # a new address reaches every document's device
     vm.run("changed = d.set_ip('192.0.2.9')\n"
-           "docs = [(t.decode(), b''.join(p).decode()) for t, p in d.documents(cam.axes, ['door'])]")
+           "docs = [(t.decode(), b''.join(p).decode())\n"
+           "        for t, p in d.documents(cam.axes, ['door'])]")
     assert vm.eval("changed") is True
     for topic, text in vm.eval("docs"):
         assert json.loads(text)["dev"]["cu"] == "http://192.0.2.9/", topic   # configuration_url

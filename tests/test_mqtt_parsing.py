@@ -305,7 +305,8 @@ def test_discovery_documents(rig):
     assert len(ids) == len(docs)
     pan = ha_schema.expanded(json.loads(docs["homeassistant/number/camagent_cam1/pan/config"]))
     assert (pan["min"], pan["max"]) == (rig.cam.pan.min_deg, rig.cam.pan.max_deg)
-    select = ha_schema.expanded(json.loads(docs["homeassistant/select/camagent_cam1/preset/config"]))
+    select = ha_schema.expanded(
+        json.loads(docs["homeassistant/select/camagent_cam1/preset/config"]))
     assert select["options"] == ["door", "gate"] and select["state_topic"] == "~/state"
     # HA refuses a select without options: with no presets the entity is removed
     assert d.preset_document([]) == (b"homeassistant/select/camagent_cam1/preset/config", ())

@@ -3,10 +3,10 @@
 Topics are <discovery_prefix>/<component>/<node>/<object>/config, published
 retained. Discovery is data: each entity is one row of _ENTITIES, and its
 document is the row's JSON members set between the members every entity shares
-("~" for <base>, availability, device, origin). Documents are formatted as text
-from constant pieces and written piece by piece, one document at a time, so a
-publication leaves little garbage. There are deliberately no cover entities: pan and tilt
-are plain numbers and buttons.
+("~" for <base>, availability, device, origin). A document is a tuple of
+those pieces, mostly constants, which the session writes one after the other:
+a publication builds no payload and no dict. There are deliberately no cover
+entities: pan and tilt are plain numbers and buttons.
 """
 import json
 import os
@@ -127,8 +127,8 @@ class Discovery:
             device["cns"] = [["mac", self._mac]]
         if ip:
             device["cu"] = "http://%s/" % ip   # configuration_url: majestic's web UI
-        self._tail = b'"avty_t":"~/availability","dev":%s,"o":{"name":"camagent","sw":"%s"}}' % (
-            json.dumps(device).encode(), self._version.encode())
+        self._tail = b'"avty_t":"~/availability","dev":%s,"o":{"name":"camagent","sw":"%s"}}' \
+            % (json.dumps(device).encode(), self._version.encode())
         return True
 
     def topic(self, component, object_id):
@@ -145,16 +145,19 @@ class Discovery:
 
     def _document(self, row):
         component, object_id, name, category, state, command, extra = row
-        if component == b"camera":
-            command = None       # the row names snapshot/get only as what it needs
-        return (self._head, name, self._uniq, object_id, b'",', category,
-                # the state: a key of the state document, or an expression over it
-                (_STATE_EXPR if b" " in state else _STATE_KEY) if state else b"",
-                state or b"", b' }}",' if state else b"",
-                b'"cmd_t":"~/' if command else b"",
-                object_id if command is SET else command or b"",
-                (b'/set",' if command is SET else b'",') if command else b"",
-                extra, self._tail)
+        if state is None:
+            state_head = state = state_end = b""
+        else:        # a key of the state document, or an expression over it
+            state_head = _STATE_EXPR if b" " in state else _STATE_KEY
+            state_end = b' }}",'
+        if command is None or component == b"camera":   # a camera row names what it needs
+            command_head = command = command_end = b""
+        elif command is SET:
+            command_head, command, command_end = b'"cmd_t":"~/', object_id, b'/set",'
+        else:
+            command_head, command_end = b'"cmd_t":"~/', b'",'
+        return (self._head, name, self._uniq, object_id, b'",', category, state_head, state,
+                state_end, command_head, command, command_end, extra, self._tail)
 
     def axis_document(self, name, axis):
         object_id, title, state = _AXES[name]
