@@ -11,7 +11,8 @@ APT_PACKAGES := python3-venv mosquitto mosquitto-clients flashrom squashfs-tools
 	shellcheck inotify-tools openssl xz-utils busybox ffmpeg libubootenv-tool \
 	python3-gi python3-gst-1.0 gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base \
 	gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-libav
-# Commands those packages provide, used to decide whether apt-get is needed.
+# Commands those packages provide, used to decide whether apt-get is needed (mosquitto and
+# flashrom are in /usr/sbin, which is not on a normal user's PATH).
 APT_COMMANDS := mosquitto mosquitto_pub flashrom mksquashfs unsquashfs mkimage \
 	shellcheck inotifywait openssl xz busybox ffmpeg ffprobe fw_printenv
 # Python modules from Debian (the RTSP server runs under /usr/bin/python3 for its gi).
@@ -52,7 +53,7 @@ help:
 	@echo "make flash-uboot  write IMAGE=... through the stock U-Boot (PORT=... SERVER_IP=... CAMERA_IP=...)"
 
 deps:
-	@missing=""; for c in $(APT_COMMANDS); do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
+	@missing=""; for c in $(APT_COMMANDS); do command -v $$c >/dev/null 2>&1 || [ -x /usr/sbin/$$c ] || missing="$$missing $$c"; done; \
 	for m in $(APT_PYMODULES); do /usr/bin/python3 -c "import $$m" 2>/dev/null || missing="$$missing python3-$$m"; done; \
 	ls /usr/lib/*/girepository-1.0/GstRtspServer-1.0.typelib >/dev/null 2>&1 || missing="$$missing gst-rtsp-server"; \
 	if [ -n "$$missing" ]; then \

@@ -47,7 +47,7 @@ def test_every_section_runs_and_reports_figures(quick):
     results, text = quick
     secs = sections(results)
     assert list(secs) == ["steps", "latency", "idle", "footprint", "flash", "actioncam",
-                          "discovery"]
+                          "bridges", "discovery"]
     for key, sec in secs.items():
         if key == "discovery":   # measured under MicroPython only
             assert (sec["status"], sec["reason"]) == ("skipped", "MICROPYTHON not set")
@@ -148,6 +148,15 @@ def test_steps_under_micropython_count_one_write_per_half_step(tmp_path):
         assert r["agent"]["writes_per_half_step"] == 1.0
         assert r["floor"]["writes_per_half_step"] == 1.0
         assert r["floor"]["allocated_per_half_step"] is not None
+
+
+def test_bridges_lose_no_command_and_snap_byte_identical(quick):
+    results, _ = quick
+    raw = results["raw"]["bridges"]
+    assert raw["snap"]["identical"] and raw["snap"]["reply_bytes"] > raw["jpeg_bytes"]
+    assert raw["snap_take"] == {"n": 2, "lost": 0}
+    for key in ("still_take", "still_take_nagle"):     # direct stills, then bridged ones
+        assert raw[key] == {"n": 2, "lost": 0, "camera_stills": 4}
 
 
 @pytest.mark.skipif(not os.environ.get("MICROPYTHON"), reason="MICROPYTHON not set")

@@ -40,18 +40,21 @@ class Settings:
                 self._cam.leds["green"].mode, self._cam.leds["red"].mode)
 
     def restore(self, initial_mode):
-        """Apply the saved settings, or the defaults (night mode `initial_mode`)."""
+        """Apply the saved settings, or the defaults (night mode `initial_mode`). Run
+        again after a line fault (Camera._attempt): the devices left are restored."""
         saved = self._load()
         ir = self._cam.ir
         ir.set_mode(saved.get("night_mode", initial_mode))
+        # a device out of service (a failed line) is left as it is
         if ir.mode != "AUTO":
-            if saved.get("ir_cut", ir.cut) != ir.cut:
+            if saved.get("ir_cut", ir.cut) != ir.cut and not ir.cut_out:
                 ir.set_cut(saved["ir_cut"])
-            if "ir_led" in saved:
+            if "ir_led" in saved and not ir.led_out:
                 ir.set_led(saved["ir_led"] == "ON")
         for color in ("green", "red"):
-            if "led_" + color in saved:
-                self._cam.leds[color].set(saved["led_" + color])
+            key = "led_" + color
+            if key in saved and key not in self._cam.failed:
+                self._cam.leds[color].set(saved[key])
         self._kept = self.current()
 
     def _load(self):
