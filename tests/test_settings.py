@@ -189,3 +189,22 @@ def test_settings_in_the_vm():
         [problem] = vm.eval("st()")[-1]
         assert "settings.json is damaged (not a JSON object)" in problem
         assert vm.eval("st()")[:5] == ["DAY", "DAY", "OFF", "OFF", "OFF"]
+
+
+def test_a_device_out_of_service_is_not_restored_and_the_others_are(tmp_path):
+    rig = Rig(tmp_path, start=False, sd_reset_on_start=False, night=NIGHT)
+    try:
+        with open(os.path.join(rig.cfg["state_dir"], "settings.json"), "w") as f:
+            json.dump({"night_mode": "NIGHT", "ir_led": "OFF", "led_green": "BLINK",
+                       "led_red": "ON"}, f)
+        rig.cam.close()
+        rig.fs.sync()                                  # every line unexported
+        rig.fs.break_line(rig.pins("led_green")[0])   # its first write fails
+        cam = rig.build()
+        rig.loop.run_for(1000000)
+        assert sorted(cam.failed) == ["led_green"]
+        assert state(rig) == {"night_mode": "NIGHT", "ir_cut": "NIGHT", "ir_led": "OFF",
+                              "led_green": "OFF", "led_red": "ON"}
+        assert cam.problems() == [cam.failed["led_green"]]   # the settings file is fine
+    finally:
+        rig.close()
