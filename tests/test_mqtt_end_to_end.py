@@ -218,7 +218,8 @@ def test_discovery_references_only_served_topics(cam):
     for topic, doc in sorted(configs.items()):
         component = topic.split("/")[1]
         suffix = doc.get("command_topic", "").replace("~/", "")
-        if component == "button" and suffix != "ptz/home":
+        # (snapshot/get needs majestic, which this rig does not run: its own tests press it)
+        if component == "button" and suffix not in ("ptz/home", "snapshot/get"):
             ok(cam, suffix, doc.get("payload_press", "PRESS"), still)
         elif component == "select" and suffix != "preset/goto":
             for option in doc["options"]:
