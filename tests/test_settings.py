@@ -208,3 +208,16 @@ def test_a_device_out_of_service_is_not_restored_and_the_others_are(tmp_path):
         assert cam.problems() == [cam.failed["led_green"]]   # the settings file is fine
     finally:
         rig.close()
+
+
+def test_a_fault_after_the_start_does_not_overwrite_the_saved_setting(tmp_path, rigs):
+    rig = make_rig(tmp_path, {"led_green": "BLINK", "led_red": "ON"}, interval=0)
+    rigs.append(rig)
+    rig.rec.fail_pins.add(rig.pins("led_green")[0])    # the next toggle fails
+    rig.cam.run(lambda: rig.loop.run_for(3000000))
+    assert "led_green" in rig.cam.failed and rig.cam.leds["green"].mode == "OFF"
+    rig.cam.leds["red"].set("OFF")                      # a real change is still saved
+    rig.loop.run_for(1000)
+    rig.cam.close()
+    assert settings_file(rig) == {"night_mode": "DAY", "ir_cut": "DAY", "ir_led": "OFF",
+                                  "led_green": "BLINK", "led_red": "OFF"}

@@ -34,10 +34,15 @@ class Settings:
 
     def current(self):
         """The settings now, as a tuple in KEYS order (cheap to compare on every change)."""
-        ir = self._cam.ir
+        ir, leds, failed = self._cam.ir, self._cam.leds, self._cam.failed
         manual = ir.mode != "AUTO"
-        return (ir.mode, ir.cut if manual else None, ON_OFF[ir.led] if manual else None,
-                self._cam.leds["green"].mode, self._cam.leds["red"].mode)
+        now = (ir.mode, ir.cut if manual else None, ON_OFF[ir.led] if manual else None,
+               leds["green"].mode, leds["red"].mode)
+        if not failed or self._kept is None:
+            return now
+        # a device out of service keeps its setting: the fault is not the user's choice
+        return tuple(self._kept[i] if KEYS[i][0] in failed else now[i]
+                     for i in range(len(KEYS)))
 
     def restore(self, initial_mode):
         """Apply the saved settings, or the defaults (night mode `initial_mode`). Run
