@@ -34,7 +34,7 @@ import paho.mqtt.client as mqtt
 from . import __version__
 from .ctl import preview
 from .errors import CamhostError
-from .mqttclient import CONNECT_TIMEOUT_S, BrokerURL, connect_failure
+from .mqttclient import CONNECT_TIMEOUT_S, BrokerURL, connect_failure, open_connection
 
 RECONNECT_MIN_S = 1
 RECONNECT_MAX_S = 30
@@ -146,17 +146,7 @@ class Bridge:
         """The first connection must come up and subscribe (a wrong URL or password is
         an error, exit code 4); after that paho reconnects for as long as the bridge runs."""
         b = self.broker
-        try:
-            self.client.connect(b.host, b.port, keepalive=KEEPALIVE_S)
-        except ConnectionRefusedError:
-            raise CamhostError("nothing is listening at %s: start the broker or pass "
-                               "--broker URL" % b, exit_code=4)
-        except ssl.SSLError as e:
-            raise CamhostError("TLS with %s failed (%s): check mqtts:// against the port, "
-                               "and ?ca= for the broker's certificate" % (b, e), exit_code=4)
-        except OSError as e:
-            raise CamhostError("cannot reach the MQTT broker at %s (%s); start it or pass "
-                               "--broker URL" % (b, e), exit_code=4)
+        open_connection(self.client, b, KEEPALIVE_S)
         self.client.loop_start()
         if not self._first.wait(CONNECT_TIMEOUT_S) or self._first_rc != 0:
             rc, dropped = self._first_rc, self._dropped
