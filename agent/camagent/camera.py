@@ -49,6 +49,7 @@ class Camera:
                     self.power, self.positions):
             self.loop.add(dev)
         self.light_source = None
+        self.channel = None    # the local channel (main.py), when it is on
         if cfg["light_file"]:
             self.light_source = FileLight(self, cfg["light_file"], cfg["light_poll_s"])
             self.loop.add(self.light_source)
@@ -106,7 +107,7 @@ class Camera:
         """Trouble the agent works around but the user should fix (a full flash, a bad
         light file), as sentences; empty when all is well."""
         found = []
-        for source in (self.positions, self.light_source):
+        for source in (self.positions, self.light_source, self.channel):
             if source is not None and source.error:
                 found.append(source.error)
         return found
