@@ -9,7 +9,6 @@ and a silent client is dropped after CLIENT_TIMEOUT_US, so the step loop never
 waits on the channel.
 """
 import errno
-import socket
 import sys
 
 from .compat import ticks_add, ticks_diff
@@ -71,6 +70,7 @@ class Channel:
         self.failed = 0        # requests answered "error"
         self.error = None      # why there is no listener: reported in the state's problems
         self.sock = None
+        import socket   # here: the parser above also runs where there are no sockets
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

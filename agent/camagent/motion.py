@@ -8,6 +8,7 @@ just after the session's next connection attempt.
 from .compat import ticks_add, ticks_diff
 
 _PAYLOAD = (b"OFF", b"ON")
+RETRY_US = 1000000          # when the session has no attempt scheduled
 
 
 class Motion:
@@ -46,7 +47,9 @@ class Motion:
         due = None
         if self._sent != want:
             # not connected: look again just after the session's next attempt
-            due = ticks_add(self.session.due, 1000)
+            due = self.session.due
+            due = ticks_add(now, RETRY_US) if due is None or ticks_diff(due, now) < 0 \
+                else ticks_add(due, 1000)
         if want and (due is None or ticks_diff(self._quiet_until, due) < 0):
             due = self._quiet_until
         self.due = due

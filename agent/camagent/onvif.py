@@ -33,7 +33,7 @@ class OnvifPtz:
     def run(self, verb, args):
         """Data lines for `verb` (already checked against the channel's table), "" for none."""
         self.changed = False
-        return getattr(self, verb)(args)
+        return getattr(self, verb)(args) or ""
 
     def _do(self, suffix, payload):
         self.commands.handle(suffix, payload.encode())
