@@ -18,6 +18,7 @@ import pytest
 from broker_fixtures import (Agent, Watcher, free_port, latest_state, mosquitto,  # noqa: F401
                              stop_leftovers, wait_until)
 from camagent.localchan import MAX_LINE, LineError, parse_line
+from camagent.onvif import preset_number
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SBIN = os.path.join(ROOT, "overlay", "usr", "sbin")
@@ -333,3 +334,65 @@ def test_channel_on_micropython(tmp_path, mosquitto, busybox_path):  # noqa: F81
         assert c.ok("get_position").count(",") == 2
     finally:
         c.close()
+
+
+# --- /etc/onvif.conf, as onvif-simple-server runs it ---------------------------------------
+
+ONVIF_CONF = os.path.join(ROOT, "overlay", "etc", "onvif.conf")
+PTZ_KEYS = ("get_position", "is_moving", "move_left", "move_right", "move_up", "move_down",
+            "move_stop", "move_preset", "goto_home_position", "set_preset",
+            "set_home_position", "remove_preset", "jump_to_abs", "jump_to_rel", "get_presets")
+
+
+def onvif_conf():
+    with open(ONVIF_CONF) as f:
+        return dict(line.split("=", 1) for line in f.read().splitlines()
+                    if "=" in line and not line.startswith("#"))
+
+
+def test_onvif_conf_ptz_section_names_every_command_and_the_board_ranges():
+    from camagent import boards
+    conf = onvif_conf()
+    assert conf["ptz"] == "1"
+    for key in PTZ_KEYS:
+        assert conf[key].split()[:2] == ["/usr/sbin/camagent-local", key], key
+    prof = boards.profile("imou-ranger-rc-4mp")
+    for axis, key in (("pan", "max_step_x"), ("tilt", "max_step_y")):
+        top = round(prof[axis]["max_steps"] / prof[axis]["steps_per_degree"], 1)  # max_deg
+        assert 0 <= top - float(conf[key]) < 1, (key, top)   # within the reachable range
+
+
+@needs_busybox
+def test_onvif_conf_commands_run_as_the_server_runs_them(cam):
+    """Each PTZ command of onvif.conf, formatted as onvif-simple-server's sprintf does and
+    run through sh as its system()/popen() do, against the agent."""
+    conf = onvif_conf()
+
+    def run(key, *values):
+        command = conf[key] % values if values else conf[key]   # C's %d %f %s, as sprintf
+        assert command.startswith("/usr/sbin/camagent-local ")
+        argv = command.split()[1:]
+        r = cam.script("camagent-local", *argv)
+        assert r.returncode == 0, (command, r.stderr)
+        return r.stdout.decode()
+
+    run("jump_to_abs", 200.0, 45.0)
+    wait_until(lambda: cam.ok("is_moving") == "0\n", what="the move")
+    assert run("get_position") == "200.0,45.0,0.0\n"
+    run("set_preset", "Gate")
+    number = int(run("get_presets").split("=")[0])
+    run("jump_to_rel", -50.0, -5.0)
+    wait_until(lambda: cam.ok("is_moving") == "0\n", what="the move")
+    assert run("get_position") == "150.0,40.0,0.0\n"
+    run("move_preset", number)
+    wait_until(lambda: cam.ok("is_moving") == "0\n", what="the move")
+    assert run("get_position") == "200.0,45.0,0.0\n"
+    for key in ("move_left", "move_right", "move_up", "move_down"):
+        assert run(key) == ""        # system(): nothing may reach the SOAP answer
+        assert run("move_stop") == ""
+    run("set_home_position")
+    run("goto_home_position")
+    run("remove_preset", preset_number("home"))
+    run("remove_preset", number)
+    assert run("get_presets") == ""
+    assert run("is_moving") in ("0\n", "1\n")
