@@ -29,6 +29,9 @@ def register(subparsers):
                    help="Buildroot output directory (default DIR/output-camagent-BOARD)")
     p.add_argument("--tls", action="store_true",
                    help="build MicroPython with TLS for the MQTT connection (about 60 KB)")
+    p.add_argument("--onvif", action="store_true",
+                   help="add OpenIPC's onvif-simple-server with PTZ wired to the agent "
+                        "(its flash cost is in the budget report)")
     p.add_argument("--jobs", type=int, metavar="N", help="parallel jobs (default: all CPUs)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the merged defconfig and the commands; run nothing")
@@ -107,7 +110,7 @@ def cmd_repack(args):
 def cmd_build(args):
     b = find_board(args.board)
     plan = openipc.plan(args.openipc, b, output=args.output, slim_profile=args.slim,
-                        tls=args.tls, jobs=args.jobs)
+                        tls=args.tls, jobs=args.jobs, onvif=args.onvif)
     if args.dry_run:
         print(openipc.describe(plan))
         return 0
@@ -121,7 +124,8 @@ def cmd_build(args):
     report = budget.Budget("%s, OpenIPC %s + camagent" % (b.name, b.openipc_board))
     args_sq = repack.squashfs_args(release.rootfs)
     target = os.path.join(plan.output, "target")
-    installed = openipc.package_files(plan.output, ("camagent", "micropython"))
+    installed = openipc.package_files(plan.output, ("camagent", "micropython") +
+                                      (("onvif-simple-server",) if args.onvif else ()))
     with tempfile.TemporaryDirectory(prefix="camhost-build-") as tmp:
         for package, paths in sorted(installed.items()):
             present = [p for p in paths if os.path.lexists(os.path.join(target, p))]
@@ -136,7 +140,7 @@ def cmd_build(args):
         report.suggest("--slim %s" % slim.DEFAULT_PROFILE, None,
                        "leaves out " + ", ".join(slim.PROFILES[slim.DEFAULT_PROFILE]))
     manifest = {"board": b.name, "openipc": plan.tree.path, "output": plan.output,
-                "slim_profile": args.slim, "tls": args.tls,
+                "slim_profile": args.slim, "tls": args.tls, "onvif": args.onvif,
                 "defconfig": plan.defconfig_path}
     return _report(repack.write_image(out, report, release.kernel, release.rootfs, bootenv,
                                       manifest))
