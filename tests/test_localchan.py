@@ -28,6 +28,26 @@ APPLETS = ("sh", "nc", "sed", "head", "timeout", "cat")
 needs_busybox = pytest.mark.skipif(not BUSYBOX, reason="busybox is not installed")
 
 
+# --- the scripts ---------------------------------------------------------------------------
+
+SCRIPTS = [os.path.join(SBIN, name) for name in ("camagent-local", "motion.sh")]
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=os.path.basename)
+def test_scripts_pass_shellcheck_and_busybox_ash(script):
+    result = subprocess.run(["shellcheck", "-s", "sh", script], stdout=subprocess.PIPE)
+    assert result.returncode == 0, result.stdout.decode()
+    if BUSYBOX:
+        subprocess.run([BUSYBOX, "sh", "-n", script], check=True)
+    assert os.stat(script).st_mode & 0o111          # installed as commands
+
+
+def test_usage_without_a_verb(busybox_path, tmp_path):
+    r = subprocess.run([os.path.join(busybox_path, "sh"), SCRIPTS[0]],
+                       env={"PATH": busybox_path}, stderr=subprocess.PIPE)
+    assert r.returncode == 2 and b"usage: camagent-local VERB" in r.stderr
+
+
 # --- the line parser ---------------------------------------------------------------------
 
 def test_good_lines():
