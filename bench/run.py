@@ -1,6 +1,6 @@
 """`make bench`: the agent's speed and footprint, each figure beside its baseline.
 
-    .venv/bin/python bench/run.py [--only steps,latency,idle,footprint,flash] [--quick]
+    .venv/bin/python bench/run.py [--only steps,latency,idle,footprint,flash,local] [--quick]
                                   [--out FILE] [--markdown]
 
 Prints one table (--markdown: as markdown tables, the README's "Latest results") and
@@ -28,7 +28,8 @@ import table  # noqa: E402
 SECTIONS = {"steps": ("steps", "Steps"), "latency": ("latency", "Command latency"),
             "idle": ("idle", "Idle cost"), "footprint": ("footprint", "Footprint"),
             "flash": ("flashbytes", "Flash"),
-            "actioncam": ("actioncam", "Action camera relay")}
+            "actioncam": ("actioncam", "Action camera relay"),
+            "local": ("localchan", "Local channel")}
 
 
 def _load():
@@ -58,7 +59,8 @@ QUICK = {"steps": {"rates": (1000,), "duration_s": 0.05, "repeats": 1},
          "idle": {"window_s": 0.1, "warm_s": 0, "align": False},
          "footprint": {"heap_search": False},
          "flash": {"scale": 0.05},
-         "actioncam": {"seconds": 2, "client_counts": (1,)}}
+         "actioncam": {"seconds": 2, "client_counts": (1,)},
+         "local": {"duration_s": 0.05, "repeats": 1}}
 
 
 def run_section(name, quick=False):

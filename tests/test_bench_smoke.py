@@ -46,7 +46,7 @@ def sections(results):
 def test_every_section_runs_and_reports_figures(quick):
     results, text = quick
     secs = sections(results)
-    assert list(secs) == ["steps", "latency", "idle", "footprint", "flash", "actioncam"]
+    assert list(secs) == ["steps", "latency", "idle", "footprint", "flash", "actioncam", "local"]
     for key, sec in secs.items():
         assert sec["status"] == "ok", (key, sec["reason"])
         assert sec["figures"], key
