@@ -8,6 +8,7 @@ Debian's busybox: TCP only.
 """
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -69,6 +70,27 @@ def test_good_lines():
 def test_refused(line, why):
     with pytest.raises(LineError, match=why):
         parse_line(line)
+
+
+@pytest.mark.parametrize("doc,why", [
+    ({"local_port": 70000}, "local_port: must be from 0 to 65535"),
+    ({"local_port": "4223"}, "local_port: must be a whole number"),
+    ({"motion": {"quiet_s": 0}}, "motion.quiet_s: must be from 1 to 500"),
+    ({"motion": {"quiet_s": 600}}, "~537 s"),
+    ({"motion": {"snapshot": "yes"}}, "motion.snapshot: must be true or false"),
+    ({"motion": {"quiet": 5}}, "motion.quiet: unknown key"),
+])
+def test_config_keys_are_checked(doc, why):
+    from camagent import config
+    with pytest.raises(config.ConfigError, match=re.escape(why)):
+        config.parse(json.dumps(doc))
+
+
+def test_config_defaults():
+    from camagent import config
+    cfg = config.parse("{}")
+    assert cfg["local_port"] == 4223
+    assert cfg["motion"] == {"quiet_s": 30, "snapshot": False}
 
 
 # --- a real agent and the scripts --------------------------------------------------------
