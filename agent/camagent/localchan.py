@@ -188,7 +188,6 @@ def _errname(e):
 
 def start(camera, cfg, session):
     """The channel on cfg["local_port"], answering motion (with a session) and ONVIF PTZ."""
-    from .onvif import OnvifPtz
     motion = None
     if session is not None:
         from .motion import Motion
@@ -201,7 +200,7 @@ def start(camera, cfg, session):
         commands = Commands(camera, Presets(camera.state_dir + "/presets.json"),
                             cfg["mqtt"]["move_increment_deg"])
         after = camera.changed
-    ptz = OnvifPtz(camera, commands)
+    ptz = []   # the ONVIF verbs, loaded at the first PTZ request (lite images have no ONVIF)
 
     def handle(verb, args):
         if verb == "motion":
@@ -209,8 +208,11 @@ def start(camera, cfg, session):
                 raise ValueError("motion needs MQTT (mqtt.host is empty)")
             motion.detected()
             return ""
-        data = ptz.run(verb, args)
-        if ptz.changed:
+        if not ptz:
+            from .onvif import OnvifPtz
+            ptz.append(OnvifPtz(camera, commands))
+        data = ptz[0].run(verb, args)
+        if ptz[0].changed:
             after()
         return data
 
