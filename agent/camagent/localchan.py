@@ -14,7 +14,7 @@ import sys
 from .compat import ticks_add, ticks_diff
 
 MAX_LINE = 128
-MAX_CLIENTS = 4             # open requests at once; more are refused with "error busy"
+MAX_CLIENTS = 4             # open requests at once; more wait in the listen backlog
 ACCEPTS_PER_WAKEUP = 4      # a flood of connections must not starve the motors
 CLIENT_TIMEOUT_US = 2000000
 
@@ -69,6 +69,7 @@ class Channel:
         self.served = 0        # requests answered "ok", for tests and the bench
         self.failed = 0        # requests answered "error"
         self.error = None      # why there is no listener: reported in the state's problems
+        self.paused = False    # MAX_CLIENTS open: the listener is not watched
         self.sock = None
         import socket   # here: the parser above also runs where there are no sockets
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -90,15 +91,17 @@ class Channel:
     def _accept(self):
         now = self.loop.clock()
         for _ in range(ACCEPTS_PER_WAKEUP):
+            if len(self.clients) >= MAX_CLIENTS:
+                # full: later clients wait in the kernel's backlog, and the listener
+                # is not watched until a slot frees (it would wake the loop for nothing)
+                self.loop.unwatch(self.sock)
+                self.paused = True
+                break
             try:
                 conn = self.sock.accept()[0]
             except OSError:
                 break           # nothing (more) waiting
             conn.setblocking(False)
-            if len(self.clients) >= MAX_CLIENTS:
-                self.failed += 1
-                _send_close(conn, b"error busy: too many open requests\n")
-                continue
             client = [conn, b"", ticks_add(now, CLIENT_TIMEOUT_US)]
             self.clients.append(client)
             self._watch(client)
@@ -142,6 +145,9 @@ class Channel:
             client[0].close()
         else:
             _send_close(client[0], reply)
+        if self.paused and self.sock is not None:
+            self.paused = False
+            self.loop.watch(self.sock, self._accept)
         self._schedule()
 
     def tick(self, now):
@@ -163,7 +169,7 @@ class Channel:
         for client in list(self.clients):
             self._drop(client, None)
         if self.sock is not None:
-            self.loop.unwatch(self.sock)
+            self.loop.unwatch(self.sock)   # (also when paused: unwatch is idempotent)
             self.sock.close()
             self.sock = None
         self.loop.remove(self)
