@@ -57,10 +57,13 @@ SCRIPT = [
     b"move_preset %d" % preset_number("door"), b"get_position",
     b"set_preset %d porch" % preset_number("door"), b"get_presets",
     b"remove_preset %d" % preset_number("Garden.1"), b"get_presets",
+    b"jump_to_rel -1000 1000", b"get_position",
     b"move_left", b"get_position", b"move_up 0.5", b"get_position",
     b"move_stop zoom", b"move_stop", b"set_home_position", b"jump_to_abs 5 5",
     b"goto_home_position", b"get_position",
-    # refusals: each a sentence, nothing moves
+]
+# refusals: each a sentence, nothing moves
+REFUSALS = [
     b"jump_to_abs 999 1", b"jump_to_abs nan 1", b"move_right 0", b"move_right 2",
     b"move_preset 0", b"move_preset x", b"set_preset 7 new", b"set_preset bad/name",
     b"reboot now", b"\xff", b"",
@@ -115,10 +118,16 @@ def test_onvif_session_in_the_vm_matches_cpython(vm, tmp_path):
     porch = preset_number("porch")
     assert guest[13] == "ok %d=Garden.1,100.0,30.0\n%d=porch,100.0,30.0" % (garden, porch)
     assert guest[15] == "ok %d=porch,100.0,30.0" % porch
-    assert guest[17] == "ok 0.0,30.0,0.0"           # move_left ran to the soft limit
-    assert guest[19] == "ok 0.0,90.0,0.0"           # move_up too, at half speed
-    assert guest[25] == "ok 0.0,90.0,0.0"           # home: the saved "home" preset
-    refusals = guest[26:]
+    assert guest[17] == "ok 0.0,90.0,0.0"           # a relative move clamps at the limits
+    assert guest[18] == guest[20] == "ok "          # at the limits already: nothing to do
+    assert guest[19] == guest[21] == "ok 0.0,90.0,0.0"
+    assert guest[27] == "ok 0.0,90.0,0.0"           # home: the saved "home" preset
+
+
+def test_refusals_in_the_vm_match_cpython(vm, tmp_path):
+    refusals, host = in_vm(vm, REFUSALS), on_cpython(tmp_path, REFUSALS)
+    assert refusals == host
+    assert len(refusals) == 11
     for text, why in zip(refusals, (
             "out of range", "not a finite number", "velocity 0 is out of range",
             "velocity 2 is out of range", "no preset has ONVIF number 0", "not a whole number",

@@ -72,10 +72,16 @@ class OnvifPtz:
                                         "tilt": _float(args[1], "tilt")}))
 
     def jump_to_rel(self, args):
-        pan, tilt = _float(args[0], "pan"), _float(args[1], "tilt")
-        for name, delta in (("pan", pan), ("tilt", tilt)):
+        # one ptz/set to the clamped targets: both axes are checked before either moves
+        doc = {}
+        for name, word in (("pan", args[0]), ("tilt", args[1])):
+            delta = _float(word, name)
             if delta:
-                self._do(name + "/step", repr(delta))
+                axis = self.cam.axes[name]
+                doc[name] = min(max(axis.steps_to_deg(axis.target) + delta, axis.min_deg),
+                                axis.max_deg)
+        if doc:
+            self._do("ptz/set", json.dumps(doc))
 
     def goto_home_position(self, args):
         if self.presets.find(HOME):
