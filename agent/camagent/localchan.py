@@ -2,8 +2,8 @@
 
 A TCP listener on 127.0.0.1 only (OpenIPC's busybox nc speaks TCP, not UDP or
 unix sockets; a FIFO could not answer get_position). One request per
-connection: a line of at most MAX_LINE bytes, a known verb and a fixed number
-of words, answered with "ok" (and data lines) or "error <reason>", then the
+connection: a line of at most MAX_LINE bytes, a known verb and the number of
+words it takes, answered with "ok" (and data lines) or "error <reason>", then the
 connection is closed. Nothing here runs a shell; every socket is non-blocking
 and a silent client is dropped after CLIENT_TIMEOUT_US, so the step loop never
 waits on the channel.
