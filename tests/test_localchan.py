@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import threading
+import time
 
 import pytest
 
@@ -277,6 +278,16 @@ def test_bad_requests_get_an_error_and_the_agent_keeps_working(cam):
     assert cam.agent.alive()
     assert cam.ok("is_moving") == "0\n"
     assert cam.state()["problems"] == []
+
+
+@needs_busybox
+def test_a_line_in_pieces_or_without_newline_is_one_request(cam):
+    with socket.create_connection(("127.0.0.1", cam.port), timeout=10) as s:
+        s.sendall(b"is_mov")
+        time.sleep(0.3)              # the agent must wait for the rest, not answer "is_mov"
+        s.sendall(b"ing\nget_position\n")   # a second line on the connection is ignored
+        assert s.recv(100) == b"ok\n0\n"
+    assert request(cam.port, b"is_moving") == b"ok\n0\n"    # `echo -n`: EOF ends the line
 
 
 @needs_busybox
