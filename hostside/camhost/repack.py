@@ -451,6 +451,8 @@ def squashed_size(src, args, scratch):
     empty = os.path.join(scratch, "empty")
     os.makedirs(empty, exist_ok=True)
     args = [a for a in args if a != "-nopad"] + ["-nopad"]
+    if "-all-time" not in args:   # timestamps are compressed too: fix them, or sizes wobble
+        args += ["-all-time", "0"]
     full = len(squash(src, os.path.join(scratch, "measure.sq"), args))
     return full - len(squash(empty, os.path.join(scratch, "empty.sq"), args))
 
