@@ -29,6 +29,7 @@ SECTIONS = {"steps": ("steps", "Steps"), "latency": ("latency", "Command latency
             "idle": ("idle", "Idle cost"), "footprint": ("footprint", "Footprint"),
             "flash": ("flashbytes", "Flash"),
             "actioncam": ("actioncam", "Action camera relay"),
+            "bridges": ("bridges", "Camera bridges"),
             "local": ("localchan", "Local channel")}
 
 
@@ -60,6 +61,7 @@ QUICK = {"steps": {"rates": (1000,), "duration_s": 0.05, "repeats": 1},
          "footprint": {"heap_search": False},
          "flash": {"scale": 0.05},
          "actioncam": {"seconds": 2, "client_counts": (1,)},
+         "bridges": {"repeats": 2},
          "local": {"duration_s": 0.05, "repeats": 1}}
 
 

@@ -46,7 +46,8 @@ def sections(results):
 def test_every_section_runs_and_reports_figures(quick):
     results, text = quick
     secs = sections(results)
-    assert list(secs) == ["steps", "latency", "idle", "footprint", "flash", "actioncam", "local"]
+    assert list(secs) == ["steps", "latency", "idle", "footprint", "flash", "actioncam",
+                          "bridges", "local"]
     for key, sec in secs.items():
         assert sec["status"] == "ok", (key, sec["reason"])
         assert sec["figures"], key
@@ -144,3 +145,12 @@ def test_steps_under_micropython_count_one_write_per_half_step(tmp_path):
         assert r["agent"]["writes_per_half_step"] == 1.0
         assert r["floor"]["writes_per_half_step"] == 1.0
         assert r["floor"]["allocated_per_half_step"] is not None
+
+
+def test_bridges_lose_no_command_and_snap_byte_identical(quick):
+    results, _ = quick
+    raw = results["raw"]["bridges"]
+    assert raw["snap"]["identical"] and raw["snap"]["reply_bytes"] > raw["jpeg_bytes"]
+    assert raw["snap_take"] == {"n": 2, "lost": 0}
+    for key in ("still_take", "still_take_nagle"):     # direct stills, then bridged ones
+        assert raw[key] == {"n": 2, "lost": 0, "camera_stills": 4}

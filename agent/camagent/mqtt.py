@@ -18,6 +18,7 @@ from . import VERSION
 from .commands import CommandError, Commands, error_document
 from .compat import IS_MICROPYTHON, MinGap, ipoll, ticks_add, ticks_diff, ticks_ms
 from .discovery import Discovery
+from .instance import Instance
 from .presets import Presets
 from .status import Status
 
@@ -84,6 +85,7 @@ class Session:
         self.presets = Presets(camera.state_dir + "/presets.json")
         self.commands = Commands(camera, self.presets, m["move_increment_deg"])
         self.status = Status(cfg["proc_root"])
+        self.instance = Instance(self.device_id, self.base)   # another agent on our base?
         self.discovery = None
         if m["discovery"]:
             self.discovery = Discovery(m["discovery_prefix"], self.base, self.device_id,
@@ -311,6 +313,9 @@ class Session:
         if topic.startswith(self._prefix_b):
             suffix = topic[len(self._prefix_b):]
             if suffix in _OWN:
+                if suffix == b"state" and self.instance.seen(msg):
+                    self._log(self.instance.problem)
+                    self._changed()
                 return
             try:
                 name = suffix.decode()
@@ -368,8 +373,10 @@ class Session:
 
     def state_document(self):
         doc = self.cam.hardware_state()
-        if self.presets.load_error:
-            doc["problems"].append(self.presets.load_error)
+        for problem in (self.presets.load_error, self.instance.problem):
+            if problem:
+                doc["problems"].append(problem)
+        self.instance.stamp(doc)
         presets = {}
         for name, pos in self.presets.items.items():
             presets[name] = {"pan": self.cam.pan.steps_to_deg(pos[0]),
@@ -385,8 +392,23 @@ class Session:
         doc.update(self._status)
         return doc
 
+    def publish_now(self):
+        """Faults not yet reported, then the state, at once (the agent is stopping)."""
+        self._publish_state(self.cam.now())
+
+    def _report_faults(self):
+        """Each device fault once on <base>/error, also those found before connecting."""
+        pending = self.cam.unreported
+        while pending:
+            device, why = pending[0]
+            doc = error_document(self._prefix_b + device.encode(), b"", why)
+            if not self._publish(self.t_error, doc.encode()):
+                return
+            pending.pop(0)
+
     def _publish_state(self, now):
         self._publish_at = None
+        self._report_faults()
         if self._publish(self.t_state, json.dumps(self.state_document()).encode(), True):
             self._publish_gap.mark(now)
             if self.cam.moving:
