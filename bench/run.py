@@ -30,6 +30,7 @@ SECTIONS = {"steps": ("steps", "Steps"), "latency": ("latency", "Command latency
             "flash": ("flashbytes", "Flash"),
             "actioncam": ("actioncam", "Action camera relay"),
             "bridges": ("bridges", "Camera bridges"),
+            "discovery": ("discovery", "Discovery heap"),
             "local": ("localchan", "Local channel")}
 
 
@@ -62,6 +63,7 @@ QUICK = {"steps": {"rates": (1000,), "duration_s": 0.05, "repeats": 1},
          "flash": {"scale": 0.05},
          "actioncam": {"seconds": 2, "client_counts": (1,)},
          "bridges": {"repeats": 2},
+         "discovery": {},
          "local": {"duration_s": 0.05, "repeats": 1}}
 
 

@@ -70,6 +70,14 @@ class Presets:
                 return key
         return None
 
+    def at(self, pan_steps, tilt_steps):
+        """The preset at exactly this position (the first by name if several), or None."""
+        found = None
+        for name, pos in self.items.items():
+            if pos[0] == pan_steps and pos[1] == tilt_steps and (found is None or name < found):
+                found = name
+        return found
+
     def get(self, name):
         """(pan_steps, tilt_steps) of preset `name`; ValueError naming the saved ones."""
         key = self.find(name)
