@@ -64,10 +64,11 @@ class Settings:
 
     def _load(self):
         try:
-            os.stat(self.path)      # never open() a missing file (MicroPython 1.22's fd-0 bug)
-        except OSError:
-            return {}               # none saved yet: the defaults
-        data = read_json(self.path)
+            data = read_json(self.path)    # None: none saved yet, the defaults
+        except ValueError as e:
+            return self._damaged(str(e))
+        if data is None:
+            return {}
         if not isinstance(data, dict):
             return self._damaged("not a JSON object")
         saved = {}
