@@ -122,7 +122,7 @@ mpy: venv
 
 image: venv
 	$(PY) -m camhost image build --board $(BOARD) --openipc $(OPENIPC) --out $(IMAGE) \
-		$(if $(BACKUP),--backup $(BACKUP)) $(FIRST_BOOT)
+		$(if $(BACKUP),--backup $(BACKUP)) $(FIRST_BOOT) $(if $(ONVIF),--onvif)
 
 repack: venv
 	@[ -n "$(MICROPYTHON)" ] || { echo "make repack needs MICROPYTHON=path/to/the/camera's/micropython (an ARM binary)"; exit 2; }

@@ -153,6 +153,11 @@ def steps_agent(p, rate, n):
     pins = boards.profile(cfg["board"], cfg["overrides"])["pins"]
     opener = Opener(pins["pan"], pins["tilt"], n + 8, ticks_us)
     cam = Camera(cfg, gpio=Gpio(cfg["gpio_root"], opener=opener))
+    channel = None
+    if p.get("local_port"):   # bench/localchan.py floods it while the axes step
+        from camagent.localchan import start
+        cfg["local_port"] = p["local_port"]
+        channel = start(cam, cfg, None)
     try:
         pan, tilt, loop = cam.pan, cam.tilt, cam.loop
         start_pan, start_tilt = pan.steps, tilt.steps
@@ -169,9 +174,12 @@ def steps_agent(p, rate, n):
         opener.arm(False)
         steps = pan.steps - start_pan + tilt.steps - start_tilt
     finally:
+        if channel is not None:
+            channel.close()
         cam.close()
     skip = len(ramp_table(min(200, rate), rate, p["accel"])) + 1
-    return {"half_steps": steps, "writes": w1 - w0, "skip": skip, "allocated": _delta(m0, m1),
+    return {"served": channel.served + channel.failed if channel else None,
+            "half_steps": steps, "writes": w1 - w0, "skip": skip, "allocated": _delta(m0, m1),
             "logged": opener.logs[0].n + opener.logs[1].n,
             "intervals": [intervals(log, ticks_diff) for log in opener.logs]}
 

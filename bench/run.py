@@ -1,6 +1,6 @@
 """`make bench`: the agent's speed and footprint, each figure beside its baseline.
 
-    .venv/bin/python bench/run.py [--only steps,latency,idle,footprint,flash] [--quick]
+    .venv/bin/python bench/run.py [--only steps,latency,idle,footprint,flash,local] [--quick]
                                   [--out FILE] [--markdown]
 
 Prints one table (--markdown: as markdown tables, the README's "Latest results") and
@@ -30,7 +30,8 @@ SECTIONS = {"steps": ("steps", "Steps"), "latency": ("latency", "Command latency
             "flash": ("flashbytes", "Flash"),
             "actioncam": ("actioncam", "Action camera relay"),
             "bridges": ("bridges", "Camera bridges"),
-            "discovery": ("discovery", "Discovery heap")}
+            "discovery": ("discovery", "Discovery heap"),
+            "local": ("localchan", "Local channel")}
 
 
 def _load():
@@ -62,7 +63,8 @@ QUICK = {"steps": {"rates": (1000,), "duration_s": 0.05, "repeats": 1},
          "flash": {"scale": 0.05},
          "actioncam": {"seconds": 2, "client_counts": (1,)},
          "bridges": {"repeats": 2},
-         "discovery": {}}
+         "discovery": {},
+         "local": {"duration_s": 0.05, "repeats": 1}}
 
 
 def run_section(name, quick=False):

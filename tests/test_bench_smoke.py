@@ -47,7 +47,7 @@ def test_every_section_runs_and_reports_figures(quick):
     results, text = quick
     secs = sections(results)
     assert list(secs) == ["steps", "latency", "idle", "footprint", "flash", "actioncam",
-                          "bridges", "discovery"]
+                          "bridges", "discovery", "local"]
     for key, sec in secs.items():
         if key == "discovery":   # measured under MicroPython only
             assert (sec["status"], sec["reason"]) == ("skipped", "MICROPYTHON not set")

@@ -46,6 +46,9 @@ config BR2_PACKAGE_SSV615X_OPENIPC
 config BR2_PACKAGE_SSV635X_OPENIPC
 \tbool "ssv635x-openipc"
 
+config BR2_PACKAGE_ONVIF_SIMPLE_SERVER
+\tbool "onvif-simple-server"
+
 config BR2_LINUX_KERNEL_CONFIG_FRAGMENT_FILES
 \tstring "kernel fragments"
 
@@ -77,7 +80,18 @@ def test_kconfig_parses_without_warnings(kconf):
     names = {s.name for s in ours(kconf)}
     assert names == {"BR2_PACKAGE_CAMAGENT", "BR2_PACKAGE_CAMAGENT_BOARD",
                      "BR2_PACKAGE_CAMAGENT_BOARD_IMOU_RANGER_RC_4MP",
-                     "BR2_PACKAGE_CAMAGENT_BOARD_IMOU_RANGER_RC_3MP"}
+                     "BR2_PACKAGE_CAMAGENT_BOARD_IMOU_RANGER_RC_3MP",
+                     "BR2_PACKAGE_CAMAGENT_ONVIF"}
+
+
+def test_onvif_option_needs_the_onvif_server(kconf):
+    onvif = kconf.syms["BR2_PACKAGE_CAMAGENT_ONVIF"]
+    kconf.syms["BR2_PACKAGE_CAMAGENT"].set_value("y")
+    onvif.set_value("y")
+    assert onvif.str_value == "n"       # OpenIPC's package is not selected
+    kconf.syms["BR2_PACKAGE_ONVIF_SIMPLE_SERVER"].set_value("y")
+    onvif.set_value("y")
+    assert onvif.str_value == "y"
 
 
 def test_every_option_has_help(kconf):
@@ -260,6 +274,8 @@ def test_mk_and_repack_install_the_same_files():
     expected = {target: (source, mode) for source, target, mode in repack.FILES}
     expected["usr/lib/micropython/camagent/*.mpy"] = ("mpy/camagent/*.mpy", 0o644)
     expected["usr/lib/micropython/umqtt/simple.mpy"] = ("mpy/umqtt/simple.mpy", 0o644)
+    # built images only (BR2_PACKAGE_CAMAGENT_ONVIF): a lite firmware has no ONVIF server
+    expected["etc/onvif.conf"] = ("overlay/etc/onvif.conf", 0o644)
     assert mk == expected
     assert repack.MPY_TARGET == "usr/lib/micropython"
 

@@ -89,6 +89,7 @@ class Camera:
                     self.power, self.positions, self.settings):
             self.loop.add(dev)
         self.light_source = None
+        self.channel = None    # the local channel (main.py), when it is on
         if cfg["light_file"]:
             self.light_source = FileLight(self, cfg["light_file"], cfg["light_poll_s"])
             self.loop.add(self.light_source)
@@ -222,7 +223,7 @@ class Camera:
         light file), as sentences; empty when all is well."""
         found = [self.failed[name] for name in DEVICES + ("wifi_power",)
                  if name in self.failed]
-        for source in (self.positions, self.settings, self.light_source):
+        for source in (self.positions, self.settings, self.light_source, self.channel):
             if source is not None and source.error:
                 found.append(source.error)
         return found

@@ -45,6 +45,9 @@ DEFAULTS = {
     "persist_min_interval_s": 30,
     "timer_spin_us": 0,
     "overrides": {},
+    # the local channel (127.0.0.1 TCP) of motion.sh and camagent-local; 0: off
+    "local_port": 4223,
+    "motion": {"quiet_s": 30, "snapshot": False},
     "mqtt": MQTT_DEFAULTS,
 }
 
@@ -58,7 +61,7 @@ RANGES = {
     "light_poll_s": (1, TIMER_MAX_S), "night.dark_below": (0, 100),
     "night.light_above": (0, 100), "night.min_dwell_s": (0, TIMER_MAX_S),
     "led_blink_ms": (100, 10000), "persist_min_interval_s": (0, TIMER_MAX_S),
-    "timer_spin_us": (0, 20000),
+    "timer_spin_us": (0, 20000), "local_port": (0, 65535), "motion.quiet_s": (1, TIMER_MAX_S),
     "mqtt.port": (1, 65535), "mqtt.keepalive": (5, 3600), "mqtt.state_interval": (5, 86400),
     "mqtt.move_increment_deg": (0.1, 90),
     "ircut_pulse_ms": (20, 1000), "sd_reset_ms": (1, 1000),
@@ -80,7 +83,7 @@ MAX_RAMP_STEPS = 1000
 MAX_DEVICE_ID = 64
 MAX_TOPIC = 128
 RANGE_NOTES = {"light_poll_s": _TIMER_NOTE, "night.min_dwell_s": _TIMER_NOTE,
-               "persist_min_interval_s": _TIMER_NOTE}
+               "persist_min_interval_s": _TIMER_NOTE, "motion.quiet_s": _TIMER_NOTE}
 CHOICES = {"night.initial_mode": ("DAY", "NIGHT", "AUTO")}
 NONEMPTY = ("gpio_root", "proc_root", "state_dir", "mqtt.prefix", "mqtt.discovery_prefix")
 

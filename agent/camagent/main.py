@@ -54,6 +54,9 @@ def main(argv):
         if cfg["mqtt"]["host"]:
             from .mqtt import Session
             session = Session(camera, cfg)
+        if cfg["local_port"]:
+            from .localchan import start
+            camera.channel = start(camera, cfg, session)
         camera.run()
     except KeyboardInterrupt:
         pass
@@ -65,6 +68,11 @@ def main(argv):
     except GpioError as e:
         code = _fail("hardware failure, motors stopped: %s" % e, 1)
     finally:
+        if camera.channel is not None:
+            try:
+                camera.channel.close()
+            except Exception as e:
+                _say("cannot close the local channel: %r" % (e,))
         if session is not None:
             try:
                 session.close()

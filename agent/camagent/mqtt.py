@@ -354,6 +354,19 @@ class Session:
             return False
         return True
 
+    def publish(self, topic, payload, retain=False):
+        """For the agent's other publishers (motion): False when it did not go out."""
+        return self._publish(topic, payload, retain)
+
+    def after_local_command(self):
+        """A command from the local channel (ONVIF) ran: publish as after an MQTT one."""
+        self._changed()
+        if self.presets.changes != self._presets_seen:
+            self._presets_seen = self.presets.changes
+            if self.discovery:
+                topic, doc = self.discovery.preset_document(self.presets.names())
+                self._publish_pieces(topic, doc)
+
     def _publish_pieces(self, topic, pieces):
         """A retained QoS 0 PUBLISH written piece by piece (the discovery documents):
         the payload is never joined into one copy on the heap, and the fixed header

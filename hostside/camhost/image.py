@@ -33,6 +33,9 @@ def register(subparsers):
                    help="Buildroot output directory (default DIR/output-camagent-BOARD)")
     p.add_argument("--tls", action="store_true",
                    help="build MicroPython with TLS for the MQTT connection (about 60 KB)")
+    p.add_argument("--onvif", action="store_true",
+                   help="add OpenIPC's onvif-simple-server with PTZ wired to the agent "
+                        "(its flash cost is in the budget report)")
     p.add_argument("--jobs", type=int, metavar="N", help="parallel jobs (default: all CPUs)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the merged defconfig and the commands; run nothing")
@@ -145,7 +148,8 @@ def cmd_build(args):
     settings = firstboot.from_args(args)
     b = find_board(args.board)
     plan = openipc.plan(args.openipc, b, output=args.output, slim_profile=args.slim,
-                        tls=args.tls, jobs=args.jobs, drop_webui=args.drop_webui)
+                        tls=args.tls, jobs=args.jobs, drop_webui=args.drop_webui,
+                        onvif=args.onvif)
     if args.dry_run:
         print(openipc.describe(plan))
         return 0
@@ -170,7 +174,8 @@ def cmd_build(args):
     args_sq = repack.squashfs_args(release.rootfs)
     target = os.path.join(plan.output, "target")
     wifi_package = WIFI_PACKAGES[b.wifi_driver]
-    installed = openipc.package_files(plan.output, ("camagent", "micropython", wifi_package))
+    installed = openipc.package_files(plan.output, ("camagent", "micropython", wifi_package) +
+                                      (("onvif-simple-server",) if args.onvif else ()))
     wifi_kernel = sorted(os.path.relpath(p, target) for pattern in WIFI_KERNEL_MODULES
                          for p in glob.glob(os.path.join(target, pattern)))
     if not any(os.path.basename(p) == b.wifi_driver + ".ko" for p in installed[wifi_package]):
@@ -203,6 +208,7 @@ def cmd_build(args):
                        "U-Boot environment)", None, "nothing")
     manifest = {"board": b.name, "openipc": plan.tree.path, "output": plan.output,
                 "slim_profile": args.slim, "tls": args.tls, "drop_webui": args.drop_webui,
+                "onvif": args.onvif,
                 "defconfig": plan.defconfig_path, "sensor": sensor,
                 "first_boot": firstboot.summary(settings, b)}
     return _report(repack.write_image(out, report, release.kernel, release.rootfs, bootenv,

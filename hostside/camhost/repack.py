@@ -37,6 +37,9 @@ FILES = (
     ("overlay/etc/init.d/S34boardpower", "etc/init.d/S34boardpower", 0o755),
     ("overlay/etc/camagent.json", "etc/camagent.json", 0o644),
     ("overlay/etc/wireless/usb-camagent", "etc/wireless/usb-camagent", 0o755),
+    # the local channel's hooks: majestic's motion.sh and the client it (and ONVIF) uses
+    ("overlay/usr/sbin/camagent-local", "usr/sbin/camagent-local", 0o755),
+    ("overlay/usr/sbin/motion.sh", "usr/sbin/motion.sh", 0o755),
 )
 # Adds the wlandev hook to /etc/wireless/usb (Buildroot runs it too)
 POST_BUILD = os.path.join(ROOT, "buildroot-package", "board", "imou-ranger-rc", "post-build.sh")

@@ -277,6 +277,7 @@ class SimCamera(GpioTree):
     def config(self, device_id="simcam", mqtt=None, fast=False, speedup=None, **extra):
         doc = {"board": BOARD, "device_id": device_id, "gpio_root": self.gpio_root,
                "proc_root": self.proc_root, "state_dir": self.state_dir, "light_file": "",
+               "local_port": 0,   # the local channel only where a test gives it a free port
                "mqtt": mqtt or {}}
         if fast or speedup:
             profile = boards.profile(extra.get("board", BOARD))
