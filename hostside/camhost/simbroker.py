@@ -44,6 +44,7 @@ class Connection:
         self.sock = sock
         self.closed = threading.Event()
         self.subscribed = threading.Event()
+        self.online = threading.Event()   # the agent said "online": its connect is complete
         self._lock = threading.Lock()
 
     def send(self, data):
@@ -75,7 +76,8 @@ class Connection:
 
 
 class HostileBroker:
-    """Listens on 127.0.0.1; `script(conn)` runs on each connection after CONNACK."""
+    """Listens on 127.0.0.1; `script(conn)` runs on each connection once the agent is
+    online on it (CONNACK, SUBACK, its availability published)."""
 
     def __init__(self, script=None, answer_pings=True):
         self.script = script
@@ -156,7 +158,7 @@ class HostileBroker:
             self.cond.notify_all()
         threading.Thread(target=self._listen, args=(conn, reader), daemon=True).start()
         if self.script:
-            conn.subscribed.wait(10)
+            conn.online.wait(10)
             self.script(conn)
 
     def _listen(self, conn, reader):
@@ -181,8 +183,11 @@ class HostileBroker:
                 elif kind == 3:
                     n = int.from_bytes(body[:2], "big")
                     start = 2 + n + (2 if op & 6 else 0)
+                    topic, payload = body[2:2 + n].decode(), bytes(body[start:])
+                    if topic.endswith("/availability") and payload == b"online":
+                        conn.online.set()
                     with self.cond:
-                        self.published.append((body[2:2 + n].decode(), bytes(body[start:])))
+                        self.published.append((topic, payload))
                         self.cond.notify_all()
                 elif kind == 14:
                     break
