@@ -76,7 +76,7 @@ def run(steps=STEPS, big=BIG):
         figures.append(figure("%s worst step delay, broker trickling a packet" % rt.name,
                               stalling, "us", normal, "mosquitto"))
         skip = results["skip"]
-        figures.append(figure("%s heap in use while skipping a %s message (peak)"
+        figures.append(figure("%s heap in use while skipping a message of %s (peak)"
                               % (rt.name, _size(big)), skip["peak_skipping"], "B",
                               skip["peak_idle"], "idle"))
         if skip["allocated_skipping"] is not None:
