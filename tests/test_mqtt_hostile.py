@@ -184,3 +184,138 @@ def test_an_8_mb_retained_message_costs_one_error_per_connect(tmp_path, mosquitt
         assert len(answers()) == 2          # one per connect, nothing for <base>/error
     finally:
         w.close()
+
+
+# --- the receive path itself, inside the MicroPython VM (tests/mpvm.py) ---------------------
+VM_SETUP = '''
+import gc
+import sys
+
+
+class _Absent:
+    pass
+
+
+for _name in ("usocket", "select"):     # the VM has neither; the receive path needs neither
+    try:
+        __import__(_name)
+    except ImportError:
+        sys.modules[_name] = _Absent()
+from camagent import mqtt
+
+
+class Wire:
+    """The socket as the receive path sees it. `virtual` bytes are counted, not stored:
+    they stand for a huge payload (their contents do not matter to a skip)."""
+
+    def __init__(self):
+        self.data = b""
+        self.pos = 0
+        self.virtual = 0
+        self.sent = []
+
+    def arrive(self, data=b"", virtual=0):
+        self.data = self.data[self.pos:] + bytes(data)
+        self.pos = 0
+        self.virtual += virtual
+
+    def setblocking(self, flag):
+        pass
+
+    def readinto(self, buf, n=None):
+        if n is None:
+            n = len(buf)
+        left = len(self.data) - self.pos
+        if left:
+            k = min(n, left)
+            for i in range(k):
+                buf[i] = self.data[self.pos + i]
+            self.pos += k
+            return k
+        if self.virtual:
+            k = min(n, self.virtual)
+            self.virtual -= k
+            return k
+        return None
+
+    def write(self, buf, n=None):
+        self.sent.append(list(bytes(buf)[:n] if n else bytes(buf)))
+
+
+got, skipped = [], []
+client = mqtt._Client(bytearray(2 + 40 + 2 + mqtt.MAX_PAYLOAD), lambda: 0, b"vm", "h", 1883)
+client.set_callback(lambda t, m: got.append((t.decode(), m.decode())))
+client.on_skipped = lambda t, n, head, size: skipped.append((t.decode(), n, head[:4].decode(),
+                                                               size))
+wire = Wire()
+client._sock = wire
+
+
+def pump():
+    """wait_msg() until the wire has nothing more: the packet kinds completed."""
+    kinds = []
+    while True:
+        kind = client.wait_msg()
+        if kind is not None:
+            kinds.append(kind)
+        elif client.drained:
+            return kinds
+
+
+def protocol_error():
+    try:
+        pump()
+    except mqtt.ProtocolError as e:
+        return str(e)
+'''
+
+
+@pytest.fixture
+def rx_vm():
+    from mpvm import MicroVM
+    vendor = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          "build", "vendor", "umqtt", "simple.py")
+    with open(vendor) as f:
+        files = {"umqtt/__init__.py": "", "umqtt/simple.py": f.read()}
+    with MicroVM(files=files) as vm:
+        vm.run(VM_SETUP)
+        yield vm
+
+
+@pytest.mark.micropython
+def test_a_packet_arriving_a_byte_at_a_time_is_kept_across_wakeups_in_the_vm(rx_vm):
+    packet = publish_packet("camagent/vm/pan/set", b"90", qos=1, pid=7)
+    kinds = []
+    for b in packet:
+        rx_vm.put("byte", [b])
+        kinds += rx_vm.eval("wire.arrive(byte) or pump()")
+    assert kinds == [0x30]                              # one PUBLISH, complete at the end
+    assert rx_vm.eval("got") == [["camagent/vm/pan/set", "90"]]
+    assert rx_vm.eval("wire.sent") == [[0x40, 2, 0, 7]]  # its PUBACK
+
+
+@pytest.mark.micropython
+def test_length_and_qos_violations_are_protocol_errors_in_the_vm(rx_vm):
+    rx_vm.run("wire.arrive(b'\\x30\\xff\\xff\\xff\\xff\\x01')")
+    assert rx_vm.eval("protocol_error()") == "a remaining length of more than 4 bytes"
+    rx_vm.run("wire.data = b''; wire.pos = 0; client._next_packet()")
+    rx_vm.run("wire.arrive(b'\\x34\\x05\\x00\\x01a\\x00\\x01')")
+    assert rx_vm.eval("protocol_error()") == "a PUBLISH with QoS 2"
+
+
+@pytest.mark.micropython
+def test_skipping_8_mb_allocates_no_more_than_skipping_64_kb_in_the_vm(rx_vm):
+    """The VM never collects (mpvm disables gc), so gc.mem_alloc() counts every byte
+    allocated: skipping must cost the same whatever the size."""
+    cost = {}
+    for size in (64 * 1024, BIG):
+        rx_vm.put("head", list(publish_header("camagent/vm/led_red/set", size, qos=1)))
+        rx_vm.run("before = gc.mem_alloc()\nwire.arrive(head, %d)\nkinds = pump()\n"
+                  "cost = gc.mem_alloc() - before" % size)
+        assert rx_vm.eval("kinds") == [0x30]
+        cost[size] = rx_vm.eval("cost")
+    # (topic, topic length, payload size) of each: both reported, neither delivered
+    assert [(t, n, size) for t, n, head, size in rx_vm.eval("skipped")] == \
+        [("camagent/vm/led_red/set", 23, 64 * 1024), ("camagent/vm/led_red/set", 23, BIG)]
+    assert rx_vm.eval("got") == []
+    assert abs(cost[BIG] - cost[64 * 1024]) <= 64, cost
