@@ -3,8 +3,9 @@
 Stall: both axes step at 1000 half-steps/s through the agent's Camera, Loop and
 MQTT session (driver.py stall), once against mosquitto (the baseline) and once
 against camhost.simbroker trickling a PUBLISH one byte every 50 ms (each read
-finds a byte, the packet never completes, then misses its deadline). The figure
-is the worst step delay: the largest step interval minus the commanded one, over
+finds a byte, the packet never completes, then misses its deadline), and once
+while the agent skips an 8 MB message sent 0.7 s into the move. The figure is the
+worst step delay: the largest step interval minus the commanded one, over
 both axes, ramp steps left out.
 
 Skip: the agent connected and idle for a while, then the broker sends one 8 MB
@@ -68,6 +69,8 @@ def run(steps=STEPS, big=BIG):
             _driver(rt, "stall", dict(stall, port=broker.port), results, "normal")
         with HostileBroker(trickler) as broker:
             _driver(rt, "stall", dict(stall, port=broker.port), results, "stalling")
+        with HostileBroker(sender(big)) as broker:      # arrives 0.7 s into the move
+            _driver(rt, "stall", dict(stall, port=broker.port), results, "skipping")
         with HostileBroker(sender(big)) as broker:
             _driver(rt, "skip", {"port": broker.port, "idle_us": 900000, "sample_us": 2000,
                                  "limit_us": 120000000}, results, "skip")
@@ -75,6 +78,9 @@ def run(steps=STEPS, big=BIG):
         normal, stalling = worst_delay(results["normal"]), worst_delay(results["stalling"])
         figures.append(figure("%s worst step delay, broker trickling a packet" % rt.name,
                               stalling, "us", normal, "mosquitto"))
+        figures.append(figure("%s worst step delay, skipping a message of %s" % (rt.name,
+                              _size(big)), worst_delay(results["skipping"]), "us", normal,
+                              "mosquitto"))
         skip = results["skip"]
         figures.append(figure("%s heap in use while skipping a message of %s (peak)"
                               % (rt.name, _size(big)), skip["peak_skipping"], "B",

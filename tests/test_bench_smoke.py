@@ -149,7 +149,7 @@ def test_steps_under_micropython_count_one_write_per_half_step(tmp_path):
 def test_stall_reports_step_delays_and_the_heap_while_skipping(quick):
     results, text = quick
     raw = results["raw"]["stall"]["CPython"]
-    for broker in ("normal", "stalling"):
+    for broker in ("normal", "stalling", "skipping"):
         assert all(len(axis) > 100 for axis in raw[broker]["intervals"]), broker
     assert raw["skip"]["connects"] == 1          # the big message did not cost the connection
     assert raw["skip"]["peak_skipping"] > 0 and raw["skip"]["peak_idle"] > 0

@@ -32,6 +32,7 @@ RX_MIN_RATE = 32768         # B/s: a big packet gets IO_TIMEOUT_S plus its size 
 RX_MAX_EXTRA_S = 300        # ... but no more (ticks_add reaches ~537 s ahead)
 RX_CHUNK = 256              # a message too big to accept is skipped this much at a time
 RX_READS_PER_WAKEUP = 32    # then back to the loop: skipping 8 MB must not starve the motors
+RX_READS_BUSY = 4           # ... and fewer while a motor steps, so that no step waits
 TOPIC_ROOM = 32             # topic bytes kept beyond our own "<base>/": more is not ours
 PUBLISH_GAP_US = 200000     # state at most ~5 times a second while something changes
 PING_WAIT_MS = 50           # idle: wait this long for the ping answer inside the same wakeup
@@ -70,7 +71,6 @@ class _Client(MQTTClient):
         self.skip = bytearray(RX_CHUNK)   # header bytes and skipped bytes land here
         self.clock = clock
         self.on_skipped = None         # (topic, payload head, payload size) of a skipped message
-        self.sub_pid = 0
         self.sub_count = 0
         self.pos = 0
         self._next_packet()
@@ -93,12 +93,9 @@ class _Client(MQTTClient):
         self._sock = s
 
     def subscribe_all(self, topics):
-        """One SUBSCRIBE (QoS 1) for all `topics`; its SUBACK comes through wait_msg()."""
-        body = bytearray()
-        self.pid = self.pid % 65535 + 1
-        self.sub_pid = self.pid
-        body.append(self.pid >> 8)
-        body.append(self.pid & 0xff)
+        """One SUBSCRIBE (QoS 1, packet id 1: the only one on this connection) for all
+        `topics`; its SUBACK comes through wait_msg()."""
+        body = bytearray(b"\0\1")
         for t in topics:
             body.append(len(t) >> 8)
             body.append(len(t) & 0xff)
@@ -122,16 +119,16 @@ class _Client(MQTTClient):
         self.deadline = None   # clock() by which the whole packet must be in
         self.drained = True    # the last read found the socket empty (or the packet done)
 
-    def wait_msg(self):
-        """Read what the socket has now, never waiting for more, and handle the packet
-        once it is complete. Returns its type (PUBLISH, SUBACK, PINGRESP) or None while
-        it is incomplete: `drained` then says whether the socket ran dry (else call
-        again: the read budget was spent). ProtocolError for what is not MQTT, OSError
-        when the broker closed the connection."""
+    def wait_msg(self, reads=RX_READS_PER_WAKEUP):
+        """Read what the socket has now (at most `reads` reads), never waiting for more,
+        and handle the packet once it is complete. Returns its type (PUBLISH, SUBACK,
+        PINGRESP) or None while it is incomplete: `drained` then says whether the socket
+        ran dry (else call again: the read budget was spent). ProtocolError for what is
+        not MQTT, OSError when the broker closed the connection."""
         sock = self.sock
         sock.setblocking(False)
         try:
-            done = self._read(sock)
+            done = self._read(sock, reads)
         finally:
             sock.setblocking(True)   # writes (answers, publications) may block, timed out
         if not done:
@@ -143,7 +140,7 @@ class _Client(MQTTClient):
             self._publish_in(op, length)
         elif kind == SUBACK:
             rx = self.rx
-            if rx[0] << 8 | rx[1] != self.sub_pid:
+            if rx[0] << 8 | rx[1] != 1:
                 raise ProtocolError("a SUBACK for a subscription never asked for")
             for i in range(self.sub_count):
                 if rx[2 + i] & 0x80:
@@ -151,10 +148,10 @@ class _Client(MQTTClient):
                                         "client allowed to read the command topics?)")
         return kind
 
-    def _read(self, sock):
-        """Advance the packet by at most RX_READS_PER_WAKEUP reads; True once complete."""
+    def _read(self, sock, reads):
+        """Advance the packet by at most `reads` reads; True once complete."""
         self.drained = False
-        for _ in range(RX_READS_PER_WAKEUP):
+        for _ in range(reads):
             if self.shift >= 0:          # the fixed header: type, then 1 to 4 length bytes
                 if not self._arrived(sock.readinto(self.skip, 1)):
                     return False
@@ -528,9 +525,10 @@ class Session:
         packets, without waiting for the rest of a packet."""
         count = 0
         client = self.client
+        reads = RX_READS_BUSY if self.cam.busy else RX_READS_PER_WAKEUP
         while self.connected and count < MAX_PACKETS_PER_WAKEUP:
             try:
-                kind = client.wait_msg()
+                kind = client.wait_msg(reads)
             except Exception as e:
                 self._lost("read failed: %s" % _describe(e))
                 return
