@@ -29,7 +29,8 @@ SECTIONS = {"steps": ("steps", "Steps"), "latency": ("latency", "Command latency
             "idle": ("idle", "Idle cost"), "stall": ("stall", "Misbehaving broker"),
             "footprint": ("footprint", "Footprint"),
             "flash": ("flashbytes", "Flash"),
-            "actioncam": ("actioncam", "Action camera relay")}
+            "actioncam": ("actioncam", "Action camera relay"),
+            "bridges": ("bridges", "Camera bridges")}
 
 
 def _load():
@@ -60,7 +61,8 @@ QUICK = {"steps": {"rates": (1000,), "duration_s": 0.05, "repeats": 1},
          "stall": {"steps": 200, "big": 64 * 1024},
          "footprint": {"heap_search": False},
          "flash": {"scale": 0.05},
-         "actioncam": {"seconds": 2, "client_counts": (1,)}}
+         "actioncam": {"seconds": 2, "client_counts": (1,)},
+         "bridges": {"repeats": 2}}
 
 
 def run_section(name, quick=False):

@@ -46,7 +46,8 @@ def sections(results):
 def test_every_section_runs_and_reports_figures(quick):
     results, text = quick
     secs = sections(results)
-    assert list(secs) == ["steps", "latency", "idle", "stall", "footprint", "flash", "actioncam"]
+    assert list(secs) == ["steps", "latency", "idle", "stall", "footprint", "flash", "actioncam",
+                          "bridges"]
     for key, sec in secs.items():
         assert sec["status"] == "ok", (key, sec["reason"])
         assert sec["figures"], key
@@ -153,3 +154,12 @@ def test_stall_reports_step_delays_and_the_heap_while_skipping(quick):
         assert all(len(axis) > 100 for axis in raw[broker]["intervals"]), broker
     assert raw["skip"]["connects"] == 1          # the big message did not cost the connection
     assert raw["skip"]["peak_skipping"] > 0 and raw["skip"]["peak_idle"] > 0
+
+
+def test_bridges_lose_no_command_and_snap_byte_identical(quick):
+    results, _ = quick
+    raw = results["raw"]["bridges"]
+    assert raw["snap"]["identical"] and raw["snap"]["reply_bytes"] > raw["jpeg_bytes"]
+    assert raw["snap_take"] == {"n": 2, "lost": 0}
+    for key in ("still_take", "still_take_nagle"):     # direct stills, then bridged ones
+        assert raw[key] == {"n": 2, "lost": 0, "camera_stills": 4}

@@ -196,7 +196,7 @@ def test_session_state_document_and_retry_in_the_vm():
                "        self.t = t\n"
                "    def setsockopt(self, level, option, value):\n"
                "        self.opt = [level, option, value]\n"
-               "c = _Client(bytearray(600), None, b'id', 'h')\n"
+               "c = _Client(bytearray(600), 40, None, b'id', 'h')\n"
                "c.sock = S()")
         assert vm.eval("[c.sock.t == IO_TIMEOUT_S, c.port, c.sock.opt]") == \
             [True, 1883, [6, 1, 1]]     # IPPROTO_TCP, TCP_NODELAY, on

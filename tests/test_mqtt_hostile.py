@@ -243,7 +243,7 @@ class Wire:
 
 
 got, skipped = [], []
-client = mqtt._Client(bytearray(2 + 40 + 2 + mqtt.MAX_PAYLOAD), lambda: 0, b"vm", "h", 1883)
+client = mqtt._Client(bytearray(2 + 40 + 2 + mqtt.MAX_PAYLOAD), 40, lambda: 0, b"vm", "h", 1883)
 client.set_callback(lambda t, m: got.append((t.decode(), m.decode())))
 client.on_skipped = lambda t, n, head, size: skipped.append((t.decode(), n, head[:4].decode(),
                                                                size))

@@ -185,7 +185,9 @@ def test_a_bad_value_in_ptz_set_moves_neither_axis(rig, cmd):
 
 def test_hardware_failure_is_reported(rig, cmd):
     rig.rec.fail_pins.add(rig.pins("led_red")[0])
-    assert "hardware failure" in rejected(cmd, "led_red/set", b"ON")
+    pin = rig.pins("led_red")[0]
+    assert rejected(cmd, "led_red/set", b"ON") == \
+        "led_red is out of service: GPIO %d: write failed (EIO)" % pin
 
 
 def test_error_document():

@@ -24,6 +24,7 @@ from . import VERSION
 from .commands import MAX_PAYLOAD, CommandError, Commands, error_document
 from .compat import IS_MICROPYTHON, MinGap, ipoll, ticks_add, ticks_diff, ticks_ms
 from .discovery import Discovery
+from .instance import Instance
 from .presets import Presets
 from .status import Status
 
@@ -34,6 +35,8 @@ RX_CHUNK = 256              # a message too big to accept is skipped this much a
 RX_READS_PER_WAKEUP = 32    # then back to the loop: skipping 8 MB must not starve the motors
 RX_READS_BUSY = 4           # ... and fewer while a motor steps, so that no step waits
 TOPIC_ROOM = 32             # topic bytes kept beyond our own "<base>/": more is not ours
+RX_PAYLOAD = 2048           # payload bytes kept: a state document (commands: MAX_PAYLOAD)
+TCP_QUICKACK = 12           # Linux: ACK what was read at once, not after ~40 ms
 PUBLISH_GAP_US = 200000     # state at most ~5 times a second while something changes
 PING_WAIT_MS = 50           # idle: wait this long for the ping answer inside the same wakeup
 MAX_HEARTBEAT_S = 300       # ticks_add() reaches ~537 s ahead; longer periods are split
@@ -63,11 +66,13 @@ class _Client(MQTTClient):
     of the one before.
     """
 
-    def __init__(self, rx, clock, *args):
+    def __init__(self, rx, topic_room, clock, *args):
+        self._tcp = None               # the TCP socket (under TLS, the one beneath)
         MQTTClient.__init__(self, *args)
-        self.rx = rx                   # body buffer: 2 + topic room + 2 + MAX_PAYLOAD
+        self.rx = rx                   # body buffer: 2 + topic room + 2 + payload room
         self.rx_view = memoryview(rx)
-        self.topic_room = len(rx) - 4 - MAX_PAYLOAD
+        self.topic_room = topic_room
+        self.payload_room = len(rx) - 4 - topic_room
         self.skip = bytearray(RX_CHUNK)   # header bytes and skipped bytes land here
         self.clock = clock
         self.on_skipped = None         # (topic, payload head, payload size) of a skipped message
@@ -86,11 +91,22 @@ class _Client(MQTTClient):
                 s.settimeout(IO_TIMEOUT_S)
             except (AttributeError, OSError):
                 pass  # a TLS wrapper without settimeout: the socket under it has one
-            try:
-                s.setsockopt(TCP_NODELAY[0], TCP_NODELAY[1], 1)
-            except (AttributeError, OSError):
-                pass  # the TLS wrapper: the TCP socket under it has it
+            if self._tcp is None:
+                self._tcp = s
+                try:
+                    s.setsockopt(TCP_NODELAY[0], TCP_NODELAY[1], 1)
+                except (AttributeError, OSError):
+                    pass  # not Linux TCP: Nagle stays on
         self._sock = s
+
+    def ack_now(self):
+        """Have the kernel ACK what we read at once (it drops back to delayed ACKs on
+        its own, so this follows every read); with no TCP_QUICKACK, stop asking."""
+        if self._tcp is not None:
+            try:
+                self._tcp.setsockopt(TCP_NODELAY[0], TCP_QUICKACK, 1)
+            except (AttributeError, OSError):
+                self._tcp = None
 
     def subscribe_all(self, topics):
         """One SUBSCRIBE (QoS 1, packet id 1: the only one on this connection) for all
@@ -235,7 +251,7 @@ class _Client(MQTTClient):
             self.pos = -1
             return start - got
         off = got - start
-        kept = min(self.length - start, 2 + MAX_PAYLOAD)
+        kept = min(self.length - start, 2 + self.payload_room)
         if off < kept:
             self.pos = 2 + self.topic_room + off
             return kept - off
@@ -253,8 +269,8 @@ class _Client(MQTTClient):
             at += 2
             size -= 2
         topic = bytes(view[2:2 + min(topic_len, self.topic_room)])
-        payload = bytes(view[at:at + min(size, MAX_PAYLOAD)])
-        if topic_len > self.topic_room or size > MAX_PAYLOAD:
+        payload = bytes(view[at:at + min(size, self.payload_room)])
+        if topic_len > self.topic_room or size > self.payload_room:
             self.on_skipped(topic, topic_len, payload, size)
         else:
             self.cb(topic, payload)
@@ -290,16 +306,21 @@ class Session:
         self.t_ha_status = (m["discovery_prefix"] + "/status").encode()
         self.client_id = m["client_id"] or "camagent-" + self.device_id
         # every command topic is <base>/<word>/<word>, and our own publications are
-        # one level deep: <base>/+/+ takes every command (and typo) without their echo
-        self._topics = [self._prefix_b + b"+/+"]
+        # one level deep: <base>/+/+ takes every command (and typo) without their echo.
+        # <base>/state shows another agent on our base (instance.py), and brings our
+        # own states back: TCP_NODELAY and quick ACKs keep that echo from delaying
+        # the commands behind it
+        self._topics = [self._prefix_b + b"+/+", self.t_state]
         if m["discovery"]:
             self._topics.append(self.t_ha_status)
-        # one receive buffer for the life of the agent, sized for the topics we take
-        room = max(len(self._prefix_b) + TOPIC_ROOM, len(self.t_ha_status))
-        self._rx = bytearray(2 + room + 2 + MAX_PAYLOAD)
+        # one receive buffer for the life of the agent: the topics we take, and a
+        # payload as big as a state document
+        self._topic_room = max(len(self._prefix_b) + TOPIC_ROOM, len(self.t_ha_status))
+        self._rx = bytearray(2 + self._topic_room + 2 + RX_PAYLOAD)
         self.presets = Presets(camera.state_dir + "/presets.json")
         self.commands = Commands(camera, self.presets, m["move_increment_deg"])
         self.status = Status(cfg["proc_root"])
+        self.instance = Instance(self.device_id, self.base)   # another agent on our base?
         self.discovery = None
         if m["discovery"]:
             self.discovery = Discovery(m["discovery_prefix"], self.base, self.device_id,
@@ -389,7 +410,8 @@ class Session:
     def _connect(self, now):
         m = self.cfg
         tls = m["tls"]
-        client = _Client(self._rx, self.cam.now, self.client_id.encode(), m["host"], m["port"],
+        client = _Client(self._rx, self._topic_room, self.cam.now, self.client_id.encode(),
+                         m["host"], m["port"],
                          m["username"].encode() if m["username"] else None,
                          m["password"].encode(), m["keepalive"], tls["enabled"],
                          _ssl_params(tls, m["host"]) if tls["enabled"] else {})
@@ -542,6 +564,8 @@ class Session:
             elif kind == SUBACK:
                 self._subscribed = True
             count += 1
+        if self.connected:
+            client.ack_now()
         if count >= MAX_PACKETS_PER_WAKEUP:
             client.drained = False   # more may be buffered (TLS): go on at the next tick
         self._schedule()
@@ -549,6 +573,11 @@ class Session:
     def _on_message(self, topic, msg):
         if topic.startswith(self._prefix_b):
             suffix = topic[len(self._prefix_b):]
+            if suffix == b"state":   # ours echoed, or another agent's on our base?
+                if self.instance.seen(msg):
+                    self._log(self.instance.problem)
+                    self._changed()
+                return
             try:
                 name = suffix.decode()
             except UnicodeError:
@@ -574,6 +603,8 @@ class Session:
 
     def _on_skipped(self, topic, topic_len, head, size):
         """A message too big to take was skipped unread: answer it, once per delivery."""
+        if topic == self.t_state:
+            return   # not a state we could read: no agent of ours sent it
         if topic_len > len(topic):
             why = "topic is %d bytes; at most %d accepted" % (topic_len, len(topic))
         else:
@@ -602,8 +633,10 @@ class Session:
 
     def state_document(self):
         doc = self.cam.hardware_state()
-        if self.presets.load_error:
-            doc["problems"].append(self.presets.load_error)
+        for problem in (self.presets.load_error, self.instance.problem):
+            if problem:
+                doc["problems"].append(problem)
+        self.instance.stamp(doc)
         presets = {}
         for name, pos in self.presets.items.items():
             presets[name] = {"pan": self.cam.pan.steps_to_deg(pos[0]),
@@ -619,8 +652,23 @@ class Session:
         doc.update(self._status)
         return doc
 
+    def publish_now(self):
+        """Faults not yet reported, then the state, at once (the agent is stopping)."""
+        self._publish_state(self.cam.now())
+
+    def _report_faults(self):
+        """Each device fault once on <base>/error, also those found before connecting."""
+        pending = self.cam.unreported
+        while pending:
+            device, why = pending[0]
+            doc = error_document(self._prefix_b + device.encode(), b"", why)
+            if not self._publish(self.t_error, doc.encode()):
+                return
+            pending.pop(0)
+
     def _publish_state(self, now):
         self._publish_at = None
+        self._report_faults()
         if self._publish(self.t_state, json.dumps(self.state_document()).encode(), True):
             self._publish_gap.mark(now)
             if self.cam.moving:

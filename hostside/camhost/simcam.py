@@ -49,6 +49,9 @@ class GpioTree:
     `export` and `unexport` are FIFOs served by a thread that creates or removes
     gpioN/ (direction, value, active_low, edge) as the kernel does, optionally
     `export_delay` seconds late, as on real hardware.
+
+    Fault injection, for a line that fails on a real camera: break_line(pin) makes
+    every write to the pin's value fail, refuse_export(pin) makes its export fail.
     """
 
     def __init__(self, root, export_delay=0.0, ngpio=128):
@@ -56,6 +59,8 @@ class GpioTree:
         self.export_delay = export_delay
         self.exports = []      # every pin number written to export, in order
         self.unexports = []
+        self.broken = set()    # break_line(): value writes fail with ENOSPC
+        self.refused = set()   # refuse_export(): export never creates gpioN/
         os.makedirs(os.path.join(self.root, "gpiochip0"), exist_ok=True)
         for name, text in (("base", "0"), ("ngpio", str(ngpio)), ("label", "gpio")):
             with open(os.path.join(self.root, "gpiochip0", name), "w") as f:
@@ -101,7 +106,7 @@ class GpioTree:
     def _export(self, pin):
         with self._lock:
             self.exports.append(pin)
-            if self.exported(pin):
+            if pin in self.refused or self.exported(pin):
                 return  # the kernel would answer EBUSY; a FIFO cannot, the agent checks first
         if self.export_delay:
             time.sleep(self.export_delay)
@@ -117,6 +122,23 @@ class GpioTree:
         """A pin some other program (an init script) exported before the agent started."""
         with self._lock:
             self._create(pin, value)
+
+    def break_line(self, pin):
+        """Fault injection: `pin` exported (by another program, before the agent) with a
+        value file on which every write fails with ENOSPC, as on a dead GPIO controller.
+        The agent keeps working files open, so it finds out at its first write."""
+        with self._lock:
+            self._create(pin)
+            value = os.path.join(self.pin_dir(pin), "value")
+            os.remove(value)
+            os.symlink("/dev/full", value)
+            self.broken.add(pin)
+
+    def refuse_export(self, pin):
+        """Fault injection: writing `pin` to export creates nothing (the kernel refuses
+        a pin another driver holds), so the agent's claim of it times out."""
+        with self._lock:
+            self.refused.add(pin)
 
     def sync(self):
         """Wait until every export/unexport written so far has been carried out.
@@ -146,8 +168,11 @@ class GpioTree:
 
         The level is the last one written to gpioN/value; before any such write,
         the one a "high"/"low" written to gpioN/direction set (the agent's value
-        file is opened for writing, which empties the plain file here).
+        file is opened for writing, which empties the plain file here). A broken
+        line's level is unknown: None.
         """
+        if pin in self.broken:
+            return None
         d = self.pin_dir(pin)
         try:
             with open(os.path.join(d, "value")) as f:
