@@ -30,7 +30,8 @@ SECTIONS = {"steps": ("steps", "Steps"), "latency": ("latency", "Command latency
             "footprint": ("footprint", "Footprint"),
             "flash": ("flashbytes", "Flash"),
             "actioncam": ("actioncam", "Action camera relay"),
-            "bridges": ("bridges", "Camera bridges")}
+            "bridges": ("bridges", "Camera bridges"),
+            "discovery": ("discovery", "Discovery heap")}
 
 
 def _load():
@@ -62,7 +63,8 @@ QUICK = {"steps": {"rates": (1000,), "duration_s": 0.05, "repeats": 1},
          "footprint": {"heap_search": False},
          "flash": {"scale": 0.05},
          "actioncam": {"seconds": 2, "client_counts": (1,)},
-         "bridges": {"repeats": 2}}
+         "bridges": {"repeats": 2},
+         "discovery": {}}
 
 
 def run_section(name, quick=False):

@@ -47,8 +47,11 @@ def test_every_section_runs_and_reports_figures(quick):
     results, text = quick
     secs = sections(results)
     assert list(secs) == ["steps", "latency", "idle", "stall", "footprint", "flash", "actioncam",
-                          "bridges"]
+                          "bridges", "discovery"]
     for key, sec in secs.items():
+        if key == "discovery":   # measured under MicroPython only
+            assert (sec["status"], sec["reason"]) == ("skipped", "MICROPYTHON not set")
+            continue
         assert sec["status"] == "ok", (key, sec["reason"])
         assert sec["figures"], key
         for fig in sec["figures"]:
@@ -163,3 +166,11 @@ def test_bridges_lose_no_command_and_snap_byte_identical(quick):
     assert raw["snap_take"] == {"n": 2, "lost": 0}
     for key in ("still_take", "still_take_nagle"):     # direct stills, then bridged ones
         assert raw[key] == {"n": 2, "lost": 0, "camera_stills": 4}
+
+
+@pytest.mark.skipif(not os.environ.get("MICROPYTHON"), reason="MICROPYTHON not set")
+def test_discovery_heap_under_micropython_counts_every_document(tmp_path):
+    results, _ = run_bench(tmp_path, "--only", "discovery", micropython=os.environ["MICROPYTHON"])
+    raw = results["raw"]["discovery"]
+    assert raw["documents"] >= 26 and raw["payload_bytes"] > 0
+    assert raw["garbage"] > 0 and raw["baseline"] > 0

@@ -135,6 +135,7 @@ def test_merged_defconfig(tree, tmp_path):
     # list options extend OpenIPC's values instead of replacing them
     assert opts["BR2_GLOBAL_PATCH_DIR"] == ('BR2_GLOBAL_PATCH_DIR="$(BR2_EXTERNAL)/package/'
                                             'all-patches $(BR2_EXTERNAL_CAMAGENT_PATH)/'
+                                            'patches/common $(BR2_EXTERNAL_CAMAGENT_PATH)/'
                                             'patches/lean"')
     assert opts["BR2_LINUX_KERNEL_CONFIG_FRAGMENT_FILES"] == (
         'BR2_LINUX_KERNEL_CONFIG_FRAGMENT_FILES="$(BR2_EXTERNAL_CAMAGENT_PATH)/board/'
@@ -172,7 +173,8 @@ def test_no_slim_and_tls(tree, tmp_path):
     assert p.linux_slim == ""
     assert opts["BR2_LINUX_KERNEL_CONFIG_FRAGMENT_FILES"].count(".fragment") == 1
     assert opts["BR2_GLOBAL_PATCH_DIR"].endswith(
-        'patches/lean $(BR2_EXTERNAL_CAMAGENT_PATH)/patches/tls"')
+        'patches/common $(BR2_EXTERNAL_CAMAGENT_PATH)/patches/lean '
+        '$(BR2_EXTERNAL_CAMAGENT_PATH)/patches/tls"')
 
 
 def test_board_patch_dir_is_reapplied_as_openipc_does(tree, tmp_path):
@@ -180,6 +182,7 @@ def test_board_patch_dir_is_reapplied_as_openipc_does(tree, tmp_path):
     defconfig.write_text(BOARD_DEFCONFIG + 'BR2_GLOBAL_PATCH_DIR="$(BR2_EXTERNAL)/board-patches"\n')
     opts = options(openipc.plan(str(tree), BOARD, output=str(tmp_path / "o")).defconfig)
     assert opts["BR2_GLOBAL_PATCH_DIR"] == ('BR2_GLOBAL_PATCH_DIR="$(BR2_EXTERNAL)/board-patches'
+                                            ' $(BR2_EXTERNAL_CAMAGENT_PATH)/patches/common'
                                             ' $(BR2_EXTERNAL_CAMAGENT_PATH)/patches/lean"')
 
 

@@ -31,7 +31,7 @@ def test_contract_and_reconnect_on_micropython(tmp_path, mosquitto):
         kind, st = send(w, agent.base, "led_green/set", "blink")
         assert kind == "state" and st["led_green"] == "BLINK"
         docs = [json.loads(p) for t, p, r in w.messages if t.endswith("/config") and p]
-        assert len(docs) == 19 and all(d["availability_topic"] == "~/availability" for d in docs)
+        assert len(docs) == 25 and all(d["avty_t"] == "~/availability" for d in docs)
     finally:
         w.close()
     mosquitto.kill()

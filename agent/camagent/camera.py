@@ -13,6 +13,7 @@ from .light import FileLight
 from .loop import Loop
 from .persist import PositionStore, ensure_dir
 from .power import Power
+from .settings import Settings
 from .stepper import Stepper
 
 ON_OFF = ("OFF", "ON")
@@ -44,6 +45,9 @@ class Camera:
         self._owner = {}       # pin -> (device, line label): a GpioError names its pin
         self._lines = {}       # device -> its lines, all written low when it fails
         early = []             # GpioErrors of lines that could not be claimed
+        # first: every change notifies it, also a fault while claiming the lines
+        self.settings = Settings(self, self.state_dir + "/settings.json",
+                                 cfg["persist_min_interval_s"])
         pins = self.board["pins"]
         try:
             out = self._claim
@@ -82,7 +86,7 @@ class Camera:
             if saved and isinstance(saved.get(name), dict):
                 axis.restore(saved[name])
         for dev in (self.pan, self.tilt, self.ir, self.leds["green"], self.leds["red"],
-                    self.power, self.positions):
+                    self.power, self.positions, self.settings):
             self.loop.add(dev)
         self.light_source = None
         if cfg["light_file"]:
@@ -102,12 +106,13 @@ class Camera:
         return line
 
     def start(self):
-        """Power-on actions: SD reader reset, known IR state, optional homing. A line
-        failing here takes out its device; the start goes on with the others."""
+        """Power-on actions: SD reader reset, known IR state (the saved settings, or
+        the defaults), optional homing. A line failing here takes out its device; the
+        start goes on with the others."""
         if self.cfg["sd_reset_on_start"] and "sd_reset" not in self.failed:
             self._attempt(self.power.sd_reset)
         # the mode is set whatever failed: AUTO with a dead IR-cut coil still drives the LED
-        self._attempt(self.ir.set_mode, self.cfg["night"]["initial_mode"])
+        self._attempt(self.settings.restore, self.cfg["night"]["initial_mode"])
         if self.cfg["home_on_boot"]:
             for axis in (self.pan, self.tilt):
                 if axis.name not in self.failed:
@@ -173,6 +178,7 @@ class Camera:
 
     # --- notifications from the devices -------------------------------------------
     def changed(self):
+        self.settings.note()
         if self.on_change is not None:   # the MQTT session: publish the new state
             self.on_change()
 
@@ -216,7 +222,7 @@ class Camera:
         light file), as sentences; empty when all is well."""
         found = [self.failed[name] for name in DEVICES + ("wifi_power",)
                  if name in self.failed]
-        for source in (self.positions, self.light_source):
+        for source in (self.positions, self.settings, self.light_source):
             if source is not None and source.error:
                 found.append(source.error)
         return found
@@ -230,7 +236,8 @@ class Camera:
         errors = []
         for device, step in (("pan", self.pan.stop), ("tilt", self.tilt.stop),
                              ("ir_cut", self.ir.release), ("sd_reset", self.power.release),
-                             (None, self.positions.flush), (None, self.gpio.release_all)):
+                             (None, self.positions.flush), (None, self.settings.flush),
+                             (None, self.gpio.release_all)):
             try:
                 if device in self.failed:
                     self._release_lines(device)   # once more, quietly: its fault is known

@@ -23,7 +23,7 @@ from umqtt.simple import MQTTClient, MQTTException
 from . import VERSION
 from .commands import MAX_PAYLOAD, CommandError, Commands, error_document
 from .compat import IS_MICROPYTHON, MinGap, ipoll, ticks_add, ticks_diff, ticks_ms
-from .discovery import Discovery
+from .discovery import Discovery, camera_ip, video_urls
 from .instance import Instance
 from .presets import Presets
 from .status import Status
@@ -320,6 +320,7 @@ class Session:
         self.presets = Presets(camera.state_dir + "/presets.json")
         self.commands = Commands(camera, self.presets, m["move_increment_deg"])
         self.status = Status(cfg["proc_root"])
+        self._proc_root = cfg["proc_root"]
         self.instance = Instance(self.device_id, self.base)   # another agent on our base?
         self.discovery = None
         if m["discovery"]:
@@ -331,7 +332,7 @@ class Session:
         self._beats_per_state = max(1, (m["state_interval"] + period // 2) // period)
         self._beats = 0
         self._started_s = self.status.uptime()
-        self._status = self.status.read()
+        self._read_status()
         self.client = None
         self.connected = False
         self.connects = 0          # successful connections, for tests and the log
@@ -346,6 +347,7 @@ class Session:
         self._healthy_at = None    # the connection has lasted long enough: reset the backoff
         self._publish_at = None    # coalesced state publication
         self._publish_gap = MinGap(PUBLISH_GAP_US)
+        self._head = bytearray(7)   # a PUBLISH's fixed header and topic length
         self._presets_seen = self.presets.changes
         self._retry_at = camera.now()   # first connection attempt on the first loop pass
         self.due = self._retry_at
@@ -448,8 +450,8 @@ class Session:
         self._log("connected to %s:%d as %s" % (m["host"], m["port"], self.client_id))
         self.cam.loop.watch(client.sock, self._on_readable)
         self._publish(self.t_avail, b"online", True)
+        self._read_status()
         self._publish_discovery()
-        self._status = self.status.read()
         self._publish_state(now)
 
     def _retry(self, now, why):
@@ -511,7 +513,8 @@ class Session:
         self._beats += 1
         if self._beats >= self._beats_per_state:
             self._beats = 0
-            self._status = self.status.read()
+            if self._read_status():
+                self._publish_discovery()   # the device's URLs follow a new address
             self._publish_state(now)
             if not self.connected:
                 return
@@ -594,7 +597,7 @@ class Session:
                 self._presets_seen = self.presets.changes
                 if self.discovery:
                     topic, doc = self.discovery.preset_document(self.presets.names())
-                    self._publish(topic.encode(), doc.encode(), True)
+                    self._publish_pieces(topic, doc)
         elif topic == self.t_ha_status and msg.strip().lower() == b"online":
             # Home Assistant (re)started: it has lost nothing retained, but may have
             # dropped entities whose config it saw while not ready
@@ -624,12 +627,51 @@ class Session:
             return False
         return True
 
+    def _publish_pieces(self, topic, pieces):
+        """A retained QoS 0 PUBLISH written piece by piece (the discovery documents):
+        the payload is never joined into one copy on the heap, and the fixed header
+        goes through one reused buffer."""
+        if not self.connected:
+            return False
+        size = 2 + len(topic)
+        for piece in pieces:
+            size += len(piece)
+        head = self._head
+        head[0] = 0x31                 # PUBLISH, QoS 0, retained
+        n = 1
+        while True:                    # the remaining length, 7 bits a byte
+            head[n] = size & 0x7f | (0x80 if size > 0x7f else 0)
+            n += 1
+            size >>= 7
+            if not size:
+                break
+        head[n] = len(topic) >> 8
+        head[n + 1] = len(topic) & 0xff
+        try:
+            write = self.client.sock.write
+            write(head, n + 2)
+            write(topic)
+            for piece in pieces:
+                if piece:
+                    write(piece)
+        except Exception as e:
+            self._lost("publish failed: %s" % _describe(e))
+            return False
+        return True
+
     def _publish_discovery(self):
         if not self.discovery:
             return
         for topic, doc in self.discovery.documents(self.cam.axes, self.presets.names()):
-            if not self._publish(topic.encode(), doc.encode(), True):
+            if not self._publish_pieces(topic, doc):
                 return
+
+    def _read_status(self):
+        """The periodic figures and the camera's address; True if the address changed."""
+        self._status = self.status.read()
+        ip = camera_ip(self._proc_root)
+        self._status.update(video_urls(ip))
+        return self.discovery is not None and self.discovery.set_ip(ip)
 
     def state_document(self):
         doc = self.cam.hardware_state()
@@ -642,6 +684,9 @@ class Session:
             presets[name] = {"pan": self.cam.pan.steps_to_deg(pos[0]),
                              "tilt": self.cam.tilt.steps_to_deg(pos[1])}
         doc["presets"] = presets
+        # the preset the camera is at, for HA's preset select; None once it moves away
+        doc["preset"] = None if self.cam.moving else \
+            self.presets.at(self.cam.pan.steps, self.cam.tilt.steps)
         doc["light"] = self.cam.ir.light
         up = self.status.uptime()
         doc["uptime"] = up - self._started_s if up is not None and self._started_s is not None \

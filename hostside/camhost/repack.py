@@ -453,7 +453,9 @@ def squashed_size(src, args, scratch):
     """Bytes `src` adds to a squashfs made with `args` (its size less an empty one's)."""
     empty = os.path.join(scratch, "empty")
     os.makedirs(empty, exist_ok=True)
-    args = [a for a in args if a != "-nopad"] + ["-nopad"]
+    # fixed timestamps: file times compress differently, and a measured size must not
+    # change by a few bytes from one run to the next (docs/ figures are checked)
+    args = [a for a in args if a != "-nopad"] + ["-nopad", "-all-time", "0", "-mkfs-time", "0"]
     full = len(squash(src, os.path.join(scratch, "measure.sq"), args))
     return full - len(squash(empty, os.path.join(scratch, "empty.sq"), args))
 

@@ -4,8 +4,9 @@ SimCamera(root) lays out, in a scratch directory:
   sys/class/gpio/   export and unexport as FIFOs, served by a thread that creates
                     and removes gpioN/ (direction, value, active_low, edge) the way
                     the kernel does when a number is written to them
-  proc/             meminfo, net/wireless, mounts (an SD card mounted on sd/), and
-                    uptime (a link to the host's, so uptimes advance)
+  proc/             meminfo, net/wireless, net/fib_trie (wlan0's address, `ip`),
+                    mounts (an SD card mounted on sd/), and uptime (a link to the
+                    host's, so uptimes advance)
   state/            the agent's state_dir
 and writes agent configs pointing at them. Only the kernel is simulated: the
 agent under test is the real one, writing the same files it writes on a camera.
@@ -152,6 +153,12 @@ class GpioTree:
             if not self._synced.wait(5):
                 raise RuntimeError("the thread serving %s is stuck" % path)
 
+    def set_ip(self, ip):
+        """Give wlan0 another IPv4 address (None: no address), as DHCP would."""
+        self.ip = ip
+        with open(os.path.join(self.proc_root, "net", "fib_trie"), "w") as f:
+            f.write(fib_trie(ip))
+
     # --- what tests and the live view read -----------------------------------------
     def pin_dir(self, pin):
         return os.path.join(self.root, "gpio%d" % pin)
@@ -203,7 +210,7 @@ class GpioTree:
 class SimCamera(GpioTree):
     """A GpioTree under sys/class/gpio, plus /proc files and a state_dir."""
 
-    def __init__(self, root, sd_card=True, rssi=-58):
+    def __init__(self, root, sd_card=True, rssi=-58, ip="192.0.2.10"):
         self.base = os.path.abspath(str(root))
         self.gpio_root = os.path.join(self.base, "sys", "class", "gpio")
         self.proc_root = os.path.join(self.base, "proc")
@@ -213,6 +220,7 @@ class SimCamera(GpioTree):
                   self.sd_mount):
             os.makedirs(d, exist_ok=True)
         self._write_proc(sd_card, rssi)
+        self.set_ip(ip)
         GpioTree.__init__(self, self.gpio_root)
 
     # --- the kernel side ---------------------------------------------------------
@@ -235,6 +243,12 @@ class SimCamera(GpioTree):
             with open(os.path.join(self.proc_root, name), "w") as f:
                 f.write(text)
         os.symlink("/proc/uptime", os.path.join(self.proc_root, "uptime"))
+
+    def set_ip(self, ip):
+        """Give wlan0 another IPv4 address (None: no address), as DHCP would."""
+        self.ip = ip
+        with open(os.path.join(self.proc_root, "net", "fib_trie"), "w") as f:
+            f.write(fib_trie(ip))
 
     # --- what tests and the live view read -----------------------------------------
     def levels(self, name):
@@ -277,6 +291,22 @@ class SimCamera(GpioTree):
         with os.fdopen(fd, "w") as f:
             json.dump(self.config(**kwargs), f, indent=2)
         return path
+
+
+def fib_trie(ip):
+    """/proc/net/fib_trie as Linux writes it for lo and, with an address, a /24 on wlan0."""
+    loopback = ("  +-- 127.0.0.0/8 2 0 2\n     +-- 127.0.0.0/31 1 0 0\n"
+                "        |-- 127.0.0.0\n           /8 host LOCAL\n"
+                "        |-- 127.0.0.1\n           /32 host LOCAL\n"
+                "     |-- 127.255.255.255\n        /32 link BROADCAST\n")
+    lan = ""
+    if ip:
+        net = ip.rsplit(".", 1)[0]
+        lan = ("  +-- %s.0/24 2 0 2\n     |-- %s.0\n        /24 link UNICAST\n"
+               "     |-- %s\n        /32 host LOCAL\n     |-- %s.255\n"
+               "        /32 link BROADCAST\n" % (net, net, ip, net))
+    table = "  +-- 0.0.0.0/0 3 0 5\n     |-- 0.0.0.0\n        /0 universe UNICAST\n"
+    return "Main:\n" + table + loopback + lan + "Local:\n" + loopback + lan
 
 
 def _scaled(axis, speedup):
