@@ -1,6 +1,6 @@
 """`make bench`: the agent's speed and footprint, each figure beside its baseline.
 
-    .venv/bin/python bench/run.py [--only steps,latency,idle,footprint,flash,local] [--quick]
+    .venv/bin/python bench/run.py [--only steps,latency,idle,stall,footprint,flash,local] [--quick]
                                   [--out FILE] [--markdown]
 
 Prints one table (--markdown: as markdown tables, the README's "Latest results") and
@@ -26,7 +26,8 @@ import table  # noqa: E402
 
 # name -> (module, title when it cannot run); run in this order, timing-critical first
 SECTIONS = {"steps": ("steps", "Steps"), "latency": ("latency", "Command latency"),
-            "idle": ("idle", "Idle cost"), "footprint": ("footprint", "Footprint"),
+            "idle": ("idle", "Idle cost"), "stall": ("stall", "Misbehaving broker"),
+            "footprint": ("footprint", "Footprint"),
             "flash": ("flashbytes", "Flash"),
             "actioncam": ("actioncam", "Action camera relay"),
             "bridges": ("bridges", "Camera bridges"),
@@ -59,6 +60,7 @@ def machine():
 QUICK = {"steps": {"rates": (1000,), "duration_s": 0.05, "repeats": 1},
          "latency": {"commands": 5, "nodelay_pass": False},
          "idle": {"window_s": 0.1, "warm_s": 0, "align": False},
+         "stall": {"steps": 200, "big": 64 * 1024},
          "footprint": {"heap_search": False},
          "flash": {"scale": 0.05},
          "actioncam": {"seconds": 2, "client_counts": (1,)},

@@ -46,7 +46,7 @@ def sections(results):
 def test_every_section_runs_and_reports_figures(quick):
     results, text = quick
     secs = sections(results)
-    assert list(secs) == ["steps", "latency", "idle", "footprint", "flash", "actioncam",
+    assert list(secs) == ["steps", "latency", "idle", "stall", "footprint", "flash", "actioncam",
                           "bridges", "discovery", "local"]
     for key, sec in secs.items():
         if key == "discovery":   # measured under MicroPython only
@@ -97,7 +97,7 @@ def test_idle_counts_wakeups_of_one_connection(quick):
     measured = results["raw"]["idle"]["CPython"]["measured"]
     assert measured["connects"] == 1
     assert measured["wakeups"] >= 1 and measured["cpu_ns"] > 0
-    assert measured["heartbeat_s"] == 4          # keepalive 5 s
+    assert measured["heartbeat_s"] == 5          # keepalive 5 s: one ping per period
     assert measured["window_us"] >= 100000
 
 
@@ -148,6 +148,15 @@ def test_steps_under_micropython_count_one_write_per_half_step(tmp_path):
         assert r["agent"]["writes_per_half_step"] == 1.0
         assert r["floor"]["writes_per_half_step"] == 1.0
         assert r["floor"]["allocated_per_half_step"] is not None
+
+
+def test_stall_reports_step_delays_and_the_heap_while_skipping(quick):
+    results, text = quick
+    raw = results["raw"]["stall"]["CPython"]
+    for broker in ("normal", "stalling", "skipping"):
+        assert all(len(axis) > 100 for axis in raw[broker]["intervals"]), broker
+    assert raw["skip"]["connects"] == 1          # the big message did not cost the connection
+    assert raw["skip"]["peak_skipping"] > 0 and raw["skip"]["peak_idle"] > 0
 
 
 def test_bridges_lose_no_command_and_snap_byte_identical(quick):

@@ -215,11 +215,14 @@ def test_session_state_document_and_retry_in_the_vm():
         assert in_vm(vm, [("pan/set", b"100")]) == [None]
         vm.run("clock.run_loop(loop, 20000)")
         assert vm.eval("[cam.moving, session.state_document()['preset']]") == [True, None]
-        # umqtt assigns client.sock: the timeout goes onto every socket it opens
+        # umqtt assigns client.sock: the timeout and TCP_NODELAY go onto every socket
         vm.run("from camagent.mqtt import _Client, IO_TIMEOUT_S\n"
                "class S:\n"
                "    def settimeout(self, t):\n"
                "        self.t = t\n"
-               "c = _Client(b'id', 'h')\n"
+               "    def setsockopt(self, level, option, value):\n"
+               "        self.opt = [level, option, value]\n"
+               "c = _Client(bytearray(600), 40, None, b'id', 'h')\n"
                "c.sock = S()")
-        assert vm.eval("[c.sock.t == IO_TIMEOUT_S, c.port]") == [True, 1883]
+        assert vm.eval("[c.sock.t == IO_TIMEOUT_S, c.port, c.sock.opt]") == \
+            [True, 1883, [6, 1, 1]]     # IPPROTO_TCP, TCP_NODELAY, on

@@ -182,7 +182,8 @@ def test_rejections_come_back_on_the_error_topic(cam):
     assert doc == {"topic": agent.base + "/pan/set", "payload": "999",
                    "error": "pan position 999.0 is out of range; 0.0 to 355.1 degrees accepted"}
     assert "unknown command topic" in refused(cam, "zoom/set", "2")["error"]
-    assert "unknown command topic" in refused(cam, "reboot", "now")["error"]
+    assert "unknown command topic" in refused(cam, "reboot/now", "1")["error"]
+    assert "unknown command topic" in refused(cam, "pan/sett", "1")["error"]
     big = refused(cam, "led_red/set", "A" * 600)
     assert big["payload"] == "A" * 64 and "600 bytes; at most 512" in big["error"]
     errors = [(p, r) for p, r in watcher.all(agent.base + "/error")]

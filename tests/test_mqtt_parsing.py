@@ -379,13 +379,15 @@ def _texts(documents):
     return {t.decode(): b"".join(p).decode() for t, p in documents}
 
 
-def test_heartbeat_notices_a_dead_broker_within_the_keepalive():
+def test_heartbeat_pings_once_per_keepalive_and_notices_a_dead_broker_soon_after():
     for keepalive in (5, 7, 60, 600, 3600):
         for interval in (5, 300, 86400):
             beat, answer = heartbeat_s(keepalive, interval)
-            assert 1 <= beat and 1 <= answer and beat + answer <= keepalive
+            # never later than the keepalive (the broker allows 1.5 x), one wakeup per
+            # period; a broker that stops answering is noticed within keepalive + answer
+            assert 1 <= beat <= keepalive and 1 <= answer <= min(3, keepalive / 4)
             assert beat <= interval and beat <= 300
-    assert heartbeat_s(60, 300) == (57, 3)
+    assert heartbeat_s(60, 300) == (60, 3)
 
 
 def test_the_schema_checker_catches_what_home_assistant_would_refuse():

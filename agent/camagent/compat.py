@@ -112,6 +112,13 @@ else:
                 buf += chunk
             return buf
 
+        def readinto(self, buf, n=None):
+            # as MicroPython's on a non-blocking socket: what is there, None for nothing
+            try:
+                return self._recv_into(buf, len(buf) if n is None else n)
+            except _WOULD_BLOCK:
+                return None
+
         def write(self, data, n=None):
             if n is not None:
                 data = memoryview(data)[:n]
@@ -123,6 +130,9 @@ else:
 
         def _recv(self, n):
             return self.recv(n)
+
+        def _recv_into(self, buf, n):
+            return self.recv_into(buf, n)
 
     def _getaddrinfo(host, port, *args):
         # umqtt makes an AF_INET socket, so only IPv4 answers are any use to it
@@ -151,6 +161,9 @@ else:
             def _recv(self, n):
                 # SSLSocket.recv() calls self.read(): go to the TLS layer directly
                 return ssl.SSLSocket.read(self, n)
+
+            def _recv_into(self, buf, n):
+                return ssl.SSLSocket.read(self, n, buf)
 
         def _wrap_socket(sock, keyfile=None, certfile=None, cert_reqs=ssl.CERT_NONE,
                          ca_certs=None, server_hostname=None):
