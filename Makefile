@@ -11,7 +11,8 @@ APT_PACKAGES := python3-venv mosquitto mosquitto-clients flashrom squashfs-tools
 	shellcheck inotify-tools openssl xz-utils busybox ffmpeg libubootenv-tool \
 	python3-gi python3-gst-1.0 gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base \
 	gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-libav
-# Commands those packages provide, used to decide whether apt-get is needed.
+# Commands those packages provide, used to decide whether apt-get is needed (mosquitto and
+# flashrom are in /usr/sbin, which is not on a normal user's PATH).
 APT_COMMANDS := mosquitto mosquitto_pub flashrom mksquashfs unsquashfs mkimage \
 	shellcheck inotifywait openssl xz busybox ffmpeg ffprobe fw_printenv
 # Python modules from Debian (the RTSP server runs under /usr/bin/python3 for its gi).
@@ -30,6 +31,20 @@ FIRMWARE ?=
 MICROPYTHON ?=
 BACKUP ?=
 PORT ?= /dev/ttyUSB0
+# First boot without SSH (docs/first-boot.md): wifi into the backup's U-Boot environment,
+# the broker into /etc/camagent.json. Passwords only as files.
+WIFI_MODULES ?=
+WIFI_SSID ?=
+WIFI_PASSWORD_FILE ?=
+MQTT_HOST ?=
+MQTT_USER ?=
+MQTT_PASSWORD_FILE ?=
+DEVICE_ID ?=
+FIRST_BOOT = $(if $(WIFI_SSID),--wifi-ssid '$(WIFI_SSID)') \
+	$(if $(WIFI_PASSWORD_FILE),--wifi-password-file $(WIFI_PASSWORD_FILE)) \
+	$(if $(MQTT_HOST),--mqtt-host $(MQTT_HOST)) $(if $(MQTT_USER),--mqtt-user '$(MQTT_USER)') \
+	$(if $(MQTT_PASSWORD_FILE),--mqtt-password-file $(MQTT_PASSWORD_FILE)) \
+	$(if $(DEVICE_ID),--device-id $(DEVICE_ID))
 # What `make image` and `make repack` write and `make flash` writes to the camera.
 IMAGE ?= $(BUILD)/camagent-$(BOARD).bin
 
@@ -46,13 +61,14 @@ help:
 	@echo "make clean        remove build/ and caches"
 	@echo "make mpy          compile the agent to .mpy (build/mpy)"
 	@echo "make image        build an OpenIPC image with camagent (OPENIPC=dir BOARD=...)"
-	@echo "make repack       add camagent to an OpenIPC release (FIRMWARE=... MICROPYTHON=...)"
+	@echo "make repack       add camagent to an OpenIPC release (FIRMWARE=... MICROPYTHON=..."
+	@echo "                  WIFI_MODULES=dir BACKUP=... WIFI_SSID=... MQTT_HOST=...: docs/first-boot.md)"
 	@echo "make backup       read the camera's flash twice into backups/ (flashrom)"
 	@echo "make flash        write IMAGE=... after a verified backup (flashrom)"
 	@echo "make flash-uboot  write IMAGE=... through the stock U-Boot (PORT=... SERVER_IP=... CAMERA_IP=...)"
 
 deps:
-	@missing=""; for c in $(APT_COMMANDS); do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
+	@missing=""; for c in $(APT_COMMANDS); do command -v $$c >/dev/null 2>&1 || [ -x /usr/sbin/$$c ] || missing="$$missing $$c"; done; \
 	for m in $(APT_PYMODULES); do /usr/bin/python3 -c "import $$m" 2>/dev/null || missing="$$missing python3-$$m"; done; \
 	ls /usr/lib/*/girepository-1.0/GstRtspServer-1.0.typelib >/dev/null 2>&1 || missing="$$missing gst-rtsp-server"; \
 	if [ -n "$$missing" ]; then \
@@ -106,12 +122,13 @@ mpy: venv
 
 image: venv
 	$(PY) -m camhost image build --board $(BOARD) --openipc $(OPENIPC) --out $(IMAGE) \
-		$(if $(BACKUP),--backup $(BACKUP))
+		$(if $(BACKUP),--backup $(BACKUP)) $(FIRST_BOOT) $(if $(ONVIF),--onvif)
 
 repack: venv
 	@[ -n "$(MICROPYTHON)" ] || { echo "make repack needs MICROPYTHON=path/to/the/camera's/micropython (an ARM binary)"; exit 2; }
 	$(PY) -m camhost image repack --board $(BOARD) --micropython $(MICROPYTHON) \
-		--out $(IMAGE) $(if $(FIRMWARE),--firmware $(FIRMWARE)) $(if $(BACKUP),--backup $(BACKUP))
+		--out $(IMAGE) $(if $(FIRMWARE),--firmware $(FIRMWARE)) $(if $(BACKUP),--backup $(BACKUP)) \
+		$(if $(WIFI_MODULES),--wifi-modules $(WIFI_MODULES)) $(if $(NO_WIFI),--no-wifi) $(FIRST_BOOT)
 
 backup: venv
 	$(PY) -m camhost backup

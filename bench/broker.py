@@ -7,6 +7,7 @@ import tempfile
 import time
 
 from common import Skip
+from camhost import tools
 
 
 def free_port():
@@ -19,7 +20,7 @@ class Mosquitto:
     """`extra`: more mosquitto.conf lines (e.g. "set_tcp_nodelay true")."""
 
     def __init__(self, extra=()):
-        if not shutil.which("mosquitto"):
+        if not tools.which("mosquitto"):
             raise Skip("mosquitto is not installed (apt-get install mosquitto)")
         self.dir = tempfile.mkdtemp(prefix="camagent-bench-broker-")
         self.port = free_port()
@@ -28,7 +29,7 @@ class Mosquitto:
             f.write("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\n"
                     "log_dest none\n" % self.port)
             f.write("".join(line + "\n" for line in extra))
-        self.proc = subprocess.Popen(["mosquitto", "-c", conf], stdout=subprocess.DEVNULL,
+        self.proc = subprocess.Popen([tools.which("mosquitto"), "-c", conf], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while True:

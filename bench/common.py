@@ -156,7 +156,7 @@ class ShmSysfs:
     """
 
     def __init__(self, prefix="camagent-bench-"):
-        base = "/dev/shm" if os.path.isdir("/dev/shm") else None
+        base = "/dev/shm" if os.access("/dev/shm", os.W_OK | os.X_OK) else None
         self.dir = tempfile.mkdtemp(prefix=prefix, dir=base)
         self.gpio_root = os.path.join(self.dir, "gpio")
         self.state_dir = os.path.join(self.dir, "state")

@@ -3,7 +3,7 @@
     python driver.py MODE JSON          (PYTHONPATH=agent:build/vendor)
     micropython driver.py MODE JSON     (MICROPYPATH=agent:build/vendor, or .mpy dirs)
 
-MODE is steps, memory or idle; the last line printed is the JSON result. The
+MODE is steps, memory, idle, stall or skip; the last line printed is the JSON result. The
 host half (steps.py, footprint.py, idle.py) builds the fake sysfs and the broker
 and does the statistics, so this file uses only what both runtimes have.
 Counters come from the kernel (/proc/self/io, /proc/self/schedstat,
@@ -153,6 +153,11 @@ def steps_agent(p, rate, n):
     pins = boards.profile(cfg["board"], cfg["overrides"])["pins"]
     opener = Opener(pins["pan"], pins["tilt"], n + 8, ticks_us)
     cam = Camera(cfg, gpio=Gpio(cfg["gpio_root"], opener=opener))
+    channel = None
+    if p.get("local_port"):   # bench/localchan.py floods it while the axes step
+        from camagent.localchan import start
+        cfg["local_port"] = p["local_port"]
+        channel = start(cam, cfg, None)
     try:
         pan, tilt, loop = cam.pan, cam.tilt, cam.loop
         start_pan, start_tilt = pan.steps, tilt.steps
@@ -169,9 +174,12 @@ def steps_agent(p, rate, n):
         opener.arm(False)
         steps = pan.steps - start_pan + tilt.steps - start_tilt
     finally:
+        if channel is not None:
+            channel.close()
         cam.close()
     skip = len(ramp_table(min(200, rate), rate, p["accel"])) + 1
-    return {"half_steps": steps, "writes": w1 - w0, "skip": skip, "allocated": _delta(m0, m1),
+    return {"served": channel.served + channel.failed if channel else None,
+            "half_steps": steps, "writes": w1 - w0, "skip": skip, "allocated": _delta(m0, m1),
             "logged": opener.logs[0].n + opener.logs[1].n,
             "intervals": [intervals(log, ticks_diff) for log in opener.logs]}
 
@@ -385,12 +393,108 @@ def mode_idle(p):
             "connects": connects}
 
 
-MODES = {"steps": mode_steps, "memory": mode_memory, "idle": mode_idle}
+# --- stall and skip: a misbehaving broker (bench/stall.py) --------------------------------
+def connected_session(p, axis=None):
+    """Camera and MQTT session (no discovery) connected to the broker at p["port"]."""
+    from camagent.camera import Camera
+    from camagent.mqtt import Session
+    from camagent.gpio import Gpio
+    from camagent import boards
+    from camagent.compat import ticks_us
+    cfg = bench_config(p, axis, {"host": "127.0.0.1", "port": p["port"], "keepalive": 60,
+                                 "discovery": False})
+    pins = boards.profile(cfg["board"], cfg["overrides"])["pins"]
+    opener = Opener(pins["pan"], pins["tilt"], p.get("steps", 0) + 8, ticks_us)
+    cam = Camera(cfg, gpio=Gpio(cfg["gpio_root"], opener=opener))
+    session = Session(cam, cfg)
+    if not run_loop_until(cam.loop, lambda: session.connected, 5000000):
+        session.close()
+        cam.close()
+        raise SystemExit("no MQTT connection within 5 s")
+    return cam, session, opener
+
+
+def mode_stall(p):
+    """Both axes step at p["rate"] while the broker does whatever its script does."""
+    from camagent.compat import ticks_diff
+    cam, session, opener = connected_session(p, fast_axis(p["rate"], p["accel"]))
+    try:
+        n = p["steps"]
+        pan, tilt, loop = cam.pan, cam.tilt, cam.loop
+        run_loop_until(loop, never, p["settle_us"])   # the broker's script gets going
+        start_pan, start_tilt = pan.steps, tilt.steps
+        pan.move_to(start_pan + n + 16, p["rate"])
+        tilt.move_to(start_tilt + n + 16, p["rate"])
+        opener.arm(True)
+        while pan.steps - start_pan < n or tilt.steps - start_tilt < n:
+            loop.run_once()
+        opener.arm(False)
+        lost = session.connects > 1 or not session.connected
+    finally:
+        session.close()
+        cam.close()
+    from camagent.stepper import ramp_table
+    return {"skip": len(ramp_table(min(200, p["rate"]), p["rate"], p["accel"])) + 1,
+            "intervals": [intervals(log, ticks_diff) for log in opener.logs], "lost": lost}
+
+
+class HeapSampler:
+    """A loop device that records the most heap in use, every `every_us`."""
+
+    def __init__(self, clock, every_us):
+        from camagent.compat import ticks_add
+        self._add = ticks_add
+        self.clock = clock
+        self.every = every_us
+        self.due = clock()
+        self.peak = 0
+
+    def tick(self, now):
+        if micropython:
+            used = gc.mem_alloc()
+        else:
+            import tracemalloc
+            used = tracemalloc.get_traced_memory()[0]
+        if used > self.peak:
+            self.peak = used
+        self.due = self._add(now, self.every)
+
+
+def mode_skip(p):
+    """Heap while idle, then while a huge message (the broker's script) is skipped."""
+    if not micropython:
+        import tracemalloc
+        tracemalloc.start()
+    cam, session, opener = connected_session(p)
+    loop = cam.loop
+    try:
+        gc.collect()
+        sampler = HeapSampler(loop.clock, p["sample_us"])
+        loop.add(sampler)
+        run_loop_until(loop, never, p["idle_us"])        # before the message comes
+        idle, sampler.peak = sampler.peak, 0
+        sampler.tick(loop.clock())
+        total0 = allocated()
+        if not run_loop_until(loop, lambda: session.commands.rejected > 0, p["limit_us"]):
+            raise SystemExit("skip: the message was not answered in time")
+        total1 = allocated()
+        sampler.tick(loop.clock())
+        out = {"peak_idle": idle, "peak_skipping": sampler.peak,
+               "allocated_skipping": _delta(total0, total1),
+               "connects": session.connects, "rss_hwm_kb": status_kb("VmHWM")}
+    finally:
+        session.close()
+        cam.close()
+    return out
+
+
+MODES = {"steps": mode_steps, "memory": mode_memory, "idle": mode_idle, "stall": mode_stall,
+         "skip": mode_skip}
 
 
 def main(argv):
     if len(argv) != 3 or argv[1] not in MODES:
-        print("usage: driver.py steps|memory|idle JSON", file=sys.stderr)
+        print("usage: driver.py %s JSON" % "|".join(MODES), file=sys.stderr)
         return 2
     result = MODES[argv[1]](json.loads(argv[2]))
     result["runtime"] = sys.implementation.name

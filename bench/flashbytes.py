@@ -23,7 +23,7 @@ import zlib
 from common import ROOT, Skip, compile_agent
 from table import figure, section
 
-from camhost import layout, repack
+from camhost import layout, repack, tools
 
 CHIP = "MX25L6436E/MX25L6445E/MX25L6465E/MX25L6473E/MX25L6473F"
 SECTOR = 4096
@@ -137,7 +137,7 @@ def flash(work, base_image, image, backup_dir, label):
 def run(scale=1.0):
     """`scale` < 1 shrinks the stand-in kernel and root files (for the smoke test)."""
     for tool in ("flashrom", "mkimage", "mksquashfs"):
-        if not shutil.which(tool):
+        if not tools.which(tool):
             return section("Flash", skipped="%s is not installed" % tool), {}
     work = tempfile.mkdtemp(prefix="camagent-bench-flash-")
     try:

@@ -14,7 +14,10 @@ GC heap high-water (MicroPython): the smallest `-X heapsize` with which the real
 agent (`micropython -m camagent`, the .mpy files) connects, carries out a pan/tilt
 move to the end and publishes its state, without a reconnect or an error. The
 heap limit is found by bisection, to 1 KiB; every try starts from the park
-position with an empty state_dir, so every try moves.
+position with an empty state_dir, so every try moves. Only a MemoryError says a
+heap is too small: any other failure (a lost connection, another exception, no
+move) is tried once more and, if it happens again, ends the search with that
+reason instead of passing for "does not fit". What ended each try is reported.
 """
 import glob
 import json
@@ -65,7 +68,7 @@ def driver_memory(rt, port, paths, device_id):
     with ShmSysfs() as fs:
         return rt.driver("memory", {"gpio_root": fs.gpio_root, "state_dir": fs.state_dir,
                                     "port": port, "device_id": device_id, "rate": 1000,
-                                    "accel": 2500, "steps": 1000, "settle_us": 500000}, paths)
+                                    "accel": 10000, "steps": 1000, "settle_us": 500000}, paths)
 
 
 # --- heap high-water with the real agent ----------------------------------------------
@@ -82,7 +85,8 @@ class HeapProbe:
         self.base = "camagent/benchheap"
 
     def runs(self, heapsize, timeout_s=10):
-        """True when the agent connected, moved to the target and published it, cleanly."""
+        """What this heap size did: FITS, or (MEMORY or OTHER, the line that says why)
+        when the agent did not connect, move to the target and publish it, cleanly."""
         # the last try's clean stop saved the target as the position: start from park again
         shutil.rmtree(self.fs.state_dir, ignore_errors=True)
         states, online = [], []
@@ -142,8 +146,39 @@ class HeapProbe:
             client.disconnect()
         with open(log, "rb") as f:
             text = f.read().decode(errors="replace")
-        self.last_log = text.strip().splitlines()[-1] if text.strip() else ""
-        return ok and not _trouble(log) and len(online) == 1
+        if ok and not _trouble(log) and len(online) == 1:
+            return FITS, ""
+        kind, line = ended_by(text)
+        if line:
+            return kind, line
+        if len(online) > 1:
+            return OTHER, "reconnected %d times" % (len(online) - 1)
+        if proc.returncode not in (0, -2):
+            return OTHER, "exited with status %s" % proc.returncode
+        return OTHER, "no %s within %d s" % ("move" if online else "connection", timeout_s)
+
+
+# How each try ended. MicroPython says "MemoryError: memory allocation failed, ..." in a
+# traceback, and the agent logs the message of one it survives ("connection lost: ...").
+FITS, MEMORY, OTHER = "fits", "MemoryError", "other failure"
+MEMORY_WORDS = ("MemoryError", "memory allocation failed")
+RETRIES = 1   # a non-memory failure is tried once more before it ends the search
+
+
+def ended_by(text):
+    """(MEMORY or OTHER, the line that says so) for the log of a failed try; the line is
+    empty when the log names no trouble."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for line in lines:
+        if any(word in line for word in MEMORY_WORDS):
+            return MEMORY, line
+    for line in lines:
+        if any(word in line for word in TROUBLE_WORDS):
+            return OTHER, line
+    return OTHER, ""
+
+
+TROUBLE_WORDS = ("Error", "connection lost", "retrying")
 
 
 def _trouble(log):
@@ -154,17 +189,39 @@ def _trouble(log):
                                          b"retrying"))
 
 
-def min_heap(probe):
+def min_heap(probe, tries):
+    """(smallest heap that fits, None) or (None, why the search stopped); every try
+    is appended to `tries` as (heapsize, how it ended, the log line that says so)."""
+    def attempt(size):
+        for _ in range(RETRIES + 1):
+            kind, line = probe.runs(size)
+            tries.append((size, kind, line))
+            if kind != OTHER:
+                return kind
+        return OTHER
+
     lo, hi = HEAP_SEARCH
-    if not probe.runs(hi):
-        return None, "does not run even with -X heapsize=%d: %s" % (hi, probe.last_log)
+    if attempt(hi) != FITS:
+        return None, "does not run even with -X heapsize=%d: %s" % (hi, tries[-1][2])
     while hi - lo > 1024:
         mid = (lo + hi) // 2 // 1024 * 1024
-        if probe.runs(mid):
+        kind = attempt(mid)
+        if kind == FITS:
             hi = mid
-        else:
+        elif kind == MEMORY:
             lo = mid
+        else:
+            return None, ("with -X heapsize=%d the agent failed %d times for a reason "
+                          "other than memory, so the search cannot tell: %s"
+                          % (mid, RETRIES + 1, tries[-1][2]))
     return hi, None
+
+
+def describe_tries(tries):
+    """One note: each try's heap size and what ended it."""
+    return "heap bisection tries (-X heapsize: outcome): " + "; ".join(
+        "%d: %s%s" % (size, kind, " (%s)" % line if line and kind != FITS else "")
+        for size, kind, line in tries)
 
 
 # --- the section ----------------------------------------------------------------------
@@ -233,9 +290,13 @@ def run(heap_search=True):
                 figures.append(figure("%s RSS high-water" % rt.name, m["rss_hwm_kb"], "KiB"))
             raw["memory"] = mem
             if mp and heap_search:
+                tries = []
                 with ShmSysfs() as fs:
-                    need, why = min_heap(HeapProbe(mp, out, broker.port, fs))
+                    need, why = min_heap(HeapProbe(mp, out, broker.port, fs), tries)
                 raw["min_heapsize"] = need
+                raw["heap_tries"] = [{"heapsize": size, "ended_by": kind, "log": line}
+                                     for size, kind, line in tries]
+                notes.append(describe_tries(tries))
                 if need is None:
                     notes.append("GC heap high-water: failed: %s" % why)
                 else:

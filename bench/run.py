@@ -1,6 +1,6 @@
 """`make bench`: the agent's speed and footprint, each figure beside its baseline.
 
-    .venv/bin/python bench/run.py [--only steps,latency,idle,footprint,flash] [--quick]
+    .venv/bin/python bench/run.py [--only steps,latency,idle,stall,footprint,flash,local] [--quick]
                                   [--out FILE] [--markdown]
 
 Prints one table (--markdown: as markdown tables, the README's "Latest results") and
@@ -26,9 +26,13 @@ import table  # noqa: E402
 
 # name -> (module, title when it cannot run); run in this order, timing-critical first
 SECTIONS = {"steps": ("steps", "Steps"), "latency": ("latency", "Command latency"),
-            "idle": ("idle", "Idle cost"), "footprint": ("footprint", "Footprint"),
+            "idle": ("idle", "Idle cost"), "stall": ("stall", "Misbehaving broker"),
+            "footprint": ("footprint", "Footprint"),
             "flash": ("flashbytes", "Flash"),
             "actioncam": ("actioncam", "Action camera relay"),
+            "bridges": ("bridges", "Camera bridges"),
+            "discovery": ("discovery", "Discovery heap"),
+            "local": ("localchan", "Local channel"),
             "snapshot": ("snapshot", "Snapshot relay")}
 
 
@@ -57,9 +61,13 @@ def machine():
 QUICK = {"steps": {"rates": (1000,), "duration_s": 0.05, "repeats": 1},
          "latency": {"commands": 5, "nodelay_pass": False},
          "idle": {"window_s": 0.1, "warm_s": 0, "align": False},
+         "stall": {"steps": 200, "big": 64 * 1024},
          "footprint": {"heap_search": False},
          "flash": {"scale": 0.05},
          "actioncam": {"seconds": 2, "client_counts": (1,)},
+         "bridges": {"repeats": 2},
+         "discovery": {},
+         "local": {"duration_s": 0.05, "repeats": 1},
          "snapshot": {"repeats": 1, "steps": 300, "image": (320, 180, 90)}}
 
 

@@ -20,6 +20,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from camhost.ctl import preview  # the agent's quoting: the tests (fuzz too) check ctl's copy
+from camhost import tools
 from camhost.simcam import SimCamera
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -97,7 +98,8 @@ class Mosquitto:
         return "%s://127.0.0.1:%d" % ("mqtts" if self.tls else "mqtt", self.port)
 
     def start(self):
-        self.proc = subprocess.Popen(["mosquitto", "-c", self.conf], stdout=subprocess.DEVNULL,
+        self.proc = subprocess.Popen([tools.which("mosquitto") or "mosquitto", "-c", self.conf],
+                                     stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE)
         _started.append(self)
 

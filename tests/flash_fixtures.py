@@ -17,10 +17,10 @@ import zlib
 
 import pytest
 
-from camhost import layout
+from camhost import layout, tools
 
 CHIP_NAME = "MX25L6436E/MX25L6445E/MX25L6465E/MX25L6473E/MX25L6473F"
-REAL_FLASHROM = shutil.which("flashrom")
+REAL_FLASHROM = tools.which("flashrom")
 # mkimage and mksquashfs stamp the build time into their output; a fixed epoch keeps two
 # builds of the same kernel identical even when they straddle a second boundary
 REPRODUCIBLE = dict(os.environ, SOURCE_DATE_EPOCH="1700000000")

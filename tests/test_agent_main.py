@@ -1,8 +1,8 @@
-"""`python -m camagent`: a hardware failure ends in one message and exit 1, never a traceback.
+"""`python -m camagent`: hardware failures give one message, never a traceback.
 
 A coil's value file is a link to /dev/full, where every write fails with ENOSPC, as a
 sysfs attribute of a dead GPIO controller would fail: the first step of homing fails,
-and so does writing the line low again on the way out.
+and so does writing the line low again on the way out. That takes out pan only.
 """
 import json
 import os
@@ -19,7 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAN_COIL = 14
 
 
-def test_a_coil_that_cannot_be_written_stops_the_agent_with_a_message(tmp_path):
+def test_a_coil_that_cannot_be_written_takes_out_its_axis_not_the_agent(tmp_path):
     fs = FakeSysfs(tmp_path / "gpio")
     try:
         fs.pre_export(PAN_COIL)
@@ -31,13 +31,22 @@ def test_a_coil_that_cannot_be_written_stops_the_agent_with_a_message(tmp_path):
                                     "home_on_boot": True, "sd_reset_on_start": False}))
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(
             [os.path.join(ROOT, "agent"), os.path.join(ROOT, "build", "vendor")]))
-        p = subprocess.run([sys.executable, "-m", "camagent", "-c", str(path)], env=env,
-                           capture_output=True, text=True, timeout=30)
-        assert p.returncode == 1
-        assert "Traceback" not in p.stderr
-        assert "GPIO %d: %s: write failed (ENOSPC)" % (PAN_COIL, value) in p.stderr
-        assert "hardware failure, motors stopped" in p.stderr
-        assert "cannot release the hardware" in p.stderr
+        p = subprocess.Popen([sys.executable, "-m", "camagent", "-c", str(path)], env=env,
+                             stderr=subprocess.PIPE, text=True)
+        try:
+            # tilt still homes: its coils are driven while pan is out of service
+            wait_until(lambda: p.poll() is not None or 1 in [fs.value(q) for q in (31, 36)],
+                       what="tilt homing")
+            assert p.poll() is None
+            p.send_signal(signal.SIGINT)
+            p.wait(20)
+        finally:
+            if p.poll() is None:
+                p.kill()
+        err = p.stderr.read()
+        assert p.returncode == 0, err      # a known fault is no reason for a failed stop
+        assert "Traceback" not in err
+        assert "pan is out of service: GPIO %d (coil A): write failed (ENOSPC)" % PAN_COIL in err
         fs.sync()
         # every other line was still written low and let go
         for pin in (15, 16, 17, 31, 36, 37, 38, 76, 77):

@@ -46,9 +46,12 @@ def sections(results):
 def test_every_section_runs_and_reports_figures(quick):
     results, text = quick
     secs = sections(results)
-    assert list(secs) == ["steps", "latency", "idle", "footprint", "flash", "actioncam",
-                          "snapshot"]
+    assert list(secs) == ["steps", "latency", "idle", "stall", "footprint", "flash", "actioncam",
+                          "bridges", "discovery", "local", "snapshot"]
     for key, sec in secs.items():
+        if key == "discovery":   # measured under MicroPython only
+            assert (sec["status"], sec["reason"]) == ("skipped", "MICROPYTHON not set")
+            continue
         assert sec["status"] == "ok", (key, sec["reason"])
         assert sec["figures"], key
         for fig in sec["figures"]:
@@ -94,7 +97,7 @@ def test_idle_counts_wakeups_of_one_connection(quick):
     measured = results["raw"]["idle"]["CPython"]["measured"]
     assert measured["connects"] == 1
     assert measured["wakeups"] >= 1 and measured["cpu_ns"] > 0
-    assert measured["heartbeat_s"] == 4          # keepalive 5 s
+    assert measured["heartbeat_s"] == 5          # keepalive 5 s: one ping per period
     assert measured["window_us"] >= 100000
 
 
@@ -145,6 +148,32 @@ def test_steps_under_micropython_count_one_write_per_half_step(tmp_path):
         assert r["agent"]["writes_per_half_step"] == 1.0
         assert r["floor"]["writes_per_half_step"] == 1.0
         assert r["floor"]["allocated_per_half_step"] is not None
+
+
+def test_stall_reports_step_delays_and_the_heap_while_skipping(quick):
+    results, text = quick
+    raw = results["raw"]["stall"]["CPython"]
+    for broker in ("normal", "stalling", "skipping"):
+        assert all(len(axis) > 100 for axis in raw[broker]["intervals"]), broker
+    assert raw["skip"]["connects"] == 1          # the big message did not cost the connection
+    assert raw["skip"]["peak_skipping"] > 0 and raw["skip"]["peak_idle"] > 0
+
+
+def test_bridges_lose_no_command_and_snap_byte_identical(quick):
+    results, _ = quick
+    raw = results["raw"]["bridges"]
+    assert raw["snap"]["identical"] and raw["snap"]["reply_bytes"] > raw["jpeg_bytes"]
+    assert raw["snap_take"] == {"n": 2, "lost": 0}
+    for key in ("still_take", "still_take_nagle"):     # direct stills, then bridged ones
+        assert raw[key] == {"n": 2, "lost": 0, "camera_stills": 4}
+
+
+@pytest.mark.skipif(not os.environ.get("MICROPYTHON"), reason="MICROPYTHON not set")
+def test_discovery_heap_under_micropython_counts_every_document(tmp_path):
+    results, _ = run_bench(tmp_path, "--only", "discovery", micropython=os.environ["MICROPYTHON"])
+    raw = results["raw"]["discovery"]
+    assert raw["documents"] >= 26 and raw["payload_bytes"] > 0
+    assert raw["garbage"] > 0 and raw["baseline"] > 0
 
 
 def test_snapshot_relay_publishes_whole_pictures(quick):

@@ -46,6 +46,9 @@ config BR2_PACKAGE_SSV615X_OPENIPC
 config BR2_PACKAGE_SSV635X_OPENIPC
 \tbool "ssv635x-openipc"
 
+config BR2_PACKAGE_ONVIF_SIMPLE_SERVER
+\tbool "onvif-simple-server"
+
 config BR2_LINUX_KERNEL_CONFIG_FRAGMENT_FILES
 \tstring "kernel fragments"
 
@@ -77,7 +80,18 @@ def test_kconfig_parses_without_warnings(kconf):
     names = {s.name for s in ours(kconf)}
     assert names == {"BR2_PACKAGE_CAMAGENT", "BR2_PACKAGE_CAMAGENT_BOARD",
                      "BR2_PACKAGE_CAMAGENT_BOARD_IMOU_RANGER_RC_4MP",
-                     "BR2_PACKAGE_CAMAGENT_BOARD_IMOU_RANGER_RC_3MP"}
+                     "BR2_PACKAGE_CAMAGENT_BOARD_IMOU_RANGER_RC_3MP",
+                     "BR2_PACKAGE_CAMAGENT_ONVIF"}
+
+
+def test_onvif_option_needs_the_onvif_server(kconf):
+    onvif = kconf.syms["BR2_PACKAGE_CAMAGENT_ONVIF"]
+    kconf.syms["BR2_PACKAGE_CAMAGENT"].set_value("y")
+    onvif.set_value("y")
+    assert onvif.str_value == "n"       # OpenIPC's package is not selected
+    kconf.syms["BR2_PACKAGE_ONVIF_SIMPLE_SERVER"].set_value("y")
+    onvif.set_value("y")
+    assert onvif.str_value == "y"
 
 
 def test_every_option_has_help(kconf):
@@ -134,9 +148,12 @@ def test_fragments_pick_their_board_and_the_mac80211_kernel_fragment(kconf, boar
     assert frags == ["$(BR2_EXTERNAL_CAMAGENT_PATH)/board/imou-ranger-rc/linux.fragment"]
     linux = open(frags[0].replace("$(BR2_EXTERNAL_CAMAGENT_PATH)", EXTERNAL)).read()
     assert re.search(r"^CONFIG_MAC80211=m$", linux, re.M)
-    patches = kconf.syms["BR2_GLOBAL_PATCH_DIR"].str_value.replace(
-        "$(BR2_EXTERNAL_CAMAGENT_PATH)", EXTERNAL)
-    assert os.listdir(os.path.join(patches, "micropython"))
+    dirs = kconf.syms["BR2_GLOBAL_PATCH_DIR"].str_value.split()
+    assert dirs == ["$(BR2_EXTERNAL_CAMAGENT_PATH)/patches/common",
+                    "$(BR2_EXTERNAL_CAMAGENT_PATH)/patches/lean"]
+    for d in dirs:
+        assert os.listdir(os.path.join(d.replace("$(BR2_EXTERNAL_CAMAGENT_PATH)", EXTERNAL),
+                                       "micropython"))
 
 
 def test_agent_knows_every_board(kconf):
@@ -257,6 +274,8 @@ def test_mk_and_repack_install_the_same_files():
     expected = {target: (source, mode) for source, target, mode in repack.FILES}
     expected["usr/lib/micropython/camagent/*.mpy"] = ("mpy/camagent/*.mpy", 0o644)
     expected["usr/lib/micropython/umqtt/simple.mpy"] = ("mpy/umqtt/simple.mpy", 0o644)
+    # built images only (BR2_PACKAGE_CAMAGENT_ONVIF): a lite firmware has no ONVIF server
+    expected["etc/onvif.conf"] = ("overlay/etc/onvif.conf", 0o644)
     assert mk == expected
     assert repack.MPY_TARGET == "usr/lib/micropython"
 
@@ -331,3 +350,55 @@ def test_patches_are_signed_off_by_a_real_identity():
         for line in signed:
             assert not line.rstrip(">").endswith(".invalid"), (path, line)
             assert re.match(r"^Signed-off-by: [^<]+ <[^@\s]+@[^@\s]+\.[a-z]+>$", line), line
+
+
+# --- the MicroPython patch series ----------------------------------------------------------
+
+# The patch dirs each way `camhost image build` builds the interpreter lists, in order
+# (Buildroot applies BR2_GLOBAL_PATCH_DIR's directories one after the other).
+PROFILES = {"lean": ["common", "lean"], "tls": ["common", "lean", "tls"]}
+FD_FIX = "0001-extmod-vfs_posix_file-ensure-file-object-has-safe-default-fd.patch"
+MICROPYTHON_SRC = os.environ.get("MICROPYTHON_SRC") or "/opt/mp122src"
+
+
+def series(profile):
+    return [p for d in PROFILES[profile]
+            for p in sorted(glob.glob(os.path.join(EXTERNAL, "patches", d, "micropython",
+                                                   "*.patch")))]
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_every_interpreter_gets_the_failed_open_fd_fix_first(profile):
+    """MicroPython 1.22's failed open() closes fd 0 when collected (upstream issue 13672):
+    the backport is in patches/common, which every profile lists first."""
+    patches = series(profile)
+    assert os.path.basename(patches[0]) == FD_FIX
+    text = open(patches[0]).read()
+    assert "2962e24167" in text and "+    o->fd = -1;" in text
+    assert checkpackage.check(patches[0]) == []
+
+
+@pytest.mark.skipif(not os.path.isfile(os.path.join(MICROPYTHON_SRC, "extmod",
+                                                    "vfs_posix_file.c")),
+                    reason="no MicroPython 1.22.0 source (set MICROPYTHON_SRC)")
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_patch_series_applies_to_pristine_v1_22_0(profile, tmp_path):
+    """Each profile's series, in Buildroot's order, applies cleanly (no fuzz) to v1.22.0,
+    and the file object then starts at fd -1 before anything in open can fail."""
+    patches = series(profile)
+    touched = set()
+    for p in patches:
+        touched.update(re.findall(r"^\+\+\+ b/(\S+)", open(p).read(), re.M))
+    for rel in touched:
+        os.makedirs(os.path.dirname(str(tmp_path / rel)), exist_ok=True)
+        shutil.copyfile(os.path.join(MICROPYTHON_SRC, rel), str(tmp_path / rel))
+    for p in patches:
+        out = subprocess.run(["patch", "-p1", "-F0", "-N", "-i", p], cwd=str(tmp_path),
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert out.returncode == 0, (p, out.stdout)
+        assert "offset" not in out.stdout and "fuzz" not in out.stdout, out.stdout
+    src = (tmp_path / "extmod" / "vfs_posix_file.c").read_text()
+    body = src[src.index("mp_obj_t mp_vfs_posix_file_open("):]
+    alloc = body.index("m_new_obj_with_finaliser(mp_obj_vfs_posix_file_t);")
+    assert body.index("o->fd = -1;") > alloc
+    assert body.index("o->fd = -1;") < body.index("mp_obj_str_get_str(mode_in)")

@@ -10,9 +10,10 @@ import os
 import pytest
 
 from agent_rig import Rig
-from camagent.commands import CommandError, Commands, error_document
+from camagent.commands import TOPICS, CommandError, Commands, error_document
 from camagent.discovery import Discovery
 from camagent.presets import Presets
+from camhost.simcam import fib_trie
 from mpvm import MicroVM
 from test_mqtt_fuzz import corpus
 from test_mqtt_parsing import REJECTIONS
@@ -94,8 +95,9 @@ def test_rejections_in_the_vm(vm):
 
 def test_fuzz_corpus_gets_the_same_answers_as_on_cpython(vm, tmp_path):
     # the loop does not run between commands, so both cameras stay in step;
-    # oversize payloads are cut to 600 bytes (still oversize) to spare the VM's heap
-    cases = [(s, p[:600]) for s, p in corpus(count=200)]
+    # oversize payloads are cut to 600 bytes (still oversize) to spare the VM's heap; 170
+    # cases: with the snapshot command and the majestic config keys, 200 no longer fit
+    cases = [(s, p[:600]) for s, p in corpus(count=170)]
     guest, host = in_vm(vm, cases), on_cpython(tmp_path, cases)
     for (suffix, payload), g, h in zip(cases, guest, host):
         if g != h:   # only JSON's NaN/Infinity are worded differently (see REJECTIONS)
@@ -130,15 +132,32 @@ def test_discovery_documents_match_cpython(vm):
     vm.run("from camagent.discovery import Discovery\n"
            "d = Discovery('homeassistant', 'camagent/vmcam', 'vmcam', cam.board['model'], "
            "'0.1.0', 'aa:bb:cc:dd:ee:ff')\n"
-           "docs = list(d.documents(cam.axes, ['door', 'gate']))")
+           "docs = [(t.decode(), b''.join(p).decode())\n"
+           "        for t, p in d.documents(cam.axes, ['door', 'gate'])]")
     guest = dict(vm.eval("docs"))
     host = Discovery("homeassistant", "camagent/vmcam", "vmcam", "IMOU Ranger RC (4 MP)", "0.1.0",
                      "aa:bb:cc:dd:ee:ff")
-    expected = dict(host.documents({"pan": _Axis(0.0, 355.1), "tilt": _Axis(0.0, 90.0)},
-                                   ["door", "gate"]))
-    assert guest.keys() == expected.keys() and len(guest) == 20
+    expected = {t.decode(): b"".join(p).decode() for t, p in host.documents(
+        {"pan": _Axis(0.0, 355.1), "tilt": _Axis(0.0, 90.0)}, ["door", "gate"])}
+    # 26, and the camera and its button once snapshot/get exists
+    assert guest.keys() == expected.keys() and len(guest) == 26 + 2 * ("snapshot/get" in TOPICS)
     for topic in expected:
         assert json.loads(guest[topic]) == json.loads(expected[topic]), topic
+    # a new address reaches every document's device
+    vm.run("changed = d.set_ip('192.0.2.9')\n"
+           "docs = [(t.decode(), b''.join(p).decode())\n"
+           "        for t, p in d.documents(cam.axes, ['door'])]")
+    assert vm.eval("changed") is True
+    for topic, text in vm.eval("docs"):
+        assert json.loads(text)["dev"]["cu"] == "http://192.0.2.9/", topic   # configuration_url
+
+
+def test_camera_ip_in_the_vm():
+    files = {"lan/net/fib_trie": fib_trie("10.0.0.5"), "lo/net/fib_trie": fib_trie(None)}
+    with MicroVM(files=files) as vm:
+        vm.run("from camagent.discovery import camera_ip")
+        assert vm.eval("[camera_ip('/input/lan'), camera_ip('/input/lo'), "
+                       "camera_ip('/input/none')]") == ["10.0.0.5", None, None]
 
 
 def test_status_parsing_in_the_vm():
@@ -169,7 +188,8 @@ def socket(*args):
 def test_session_state_document_and_retry_in_the_vm():
     with open(os.path.join(ROOT, "build", "vendor", "umqtt", "simple.py")) as f:
         umqtt = f.read()
-    files = {"umqtt/__init__.py": "", "umqtt/simple.py": umqtt, "usocket.py": USOCKET_STANDIN}
+    files = {"umqtt/__init__.py": "", "umqtt/simple.py": umqtt, "usocket.py": USOCKET_STANDIN,
+             "net/fib_trie": fib_trie("192.0.2.10")}
     with MicroVM(files=files) as vm:
         vm.use_fake_clock()
         doc = dict(DOC, proc_root="/input", mqtt={"host": "127.0.0.1", "keepalive": 60})
@@ -189,11 +209,22 @@ def test_session_state_document_and_retry_in_the_vm():
         assert state["pan"]["position"] == 177.5 and state["version"]
         assert set(state) >= {"ir_led", "ir_cut", "night_mode", "led_green", "led_red",
                               "wifi_power", "uptime", "memory_free", "wifi_rssi", "sd_free"}
-        # umqtt assigns client.sock: the timeout goes onto every socket it opens
+        # HA's preset select shows the preset the camera is at, and none once it moves away
+        assert state["preset"] == "gate"
+        assert (state["rtsp_main"], state["rtsp_sub"]) == ("rtsp://192.0.2.10:554/stream=0",
+                                                           "rtsp://192.0.2.10:554/stream=1")
+        assert vm.eval("session.discovery.ip") == "192.0.2.10"
+        assert in_vm(vm, [("pan/set", b"100")]) == [None]
+        vm.run("clock.run_loop(loop, 20000)")
+        assert vm.eval("[cam.moving, session.state_document()['preset']]") == [True, None]
+        # umqtt assigns client.sock: the timeout and TCP_NODELAY go onto every socket
         vm.run("from camagent.mqtt import _Client, IO_TIMEOUT_S\n"
                "class S:\n"
                "    def settimeout(self, t):\n"
                "        self.t = t\n"
-               "c = _Client(b'id', 'h')\n"
+               "    def setsockopt(self, level, option, value):\n"
+               "        self.opt = [level, option, value]\n"
+               "c = _Client(bytearray(600), 40, None, b'id', 'h')\n"
                "c.sock = S()")
-        assert vm.eval("[c.sock.t == IO_TIMEOUT_S, c.port]") == [True, 1883]
+        assert vm.eval("[c.sock.t == IO_TIMEOUT_S, c.port, c.sock.opt]") == \
+            [True, 1883, [6, 1, 1]]     # IPPROTO_TCP, TCP_NODELAY, on

@@ -10,6 +10,7 @@ import time
 
 from broker_fixtures import WAIT_S, Mosquitto, Watcher, stop_leftovers, wait_until  # noqa: F401
 from camagent import boards
+from camhost.demo import TOUR
 from camhost.simcam import SimCamera
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -162,3 +163,77 @@ def test_keep_running_prints_the_command_and_its_broker_delivers_exactly_what_mq
     finally:
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=WAIT_S)
+
+
+def demo_on_a_terminal(tmp, extra_env):
+    """The demo with its output on a real pseudo-terminal, as `make demo` in a shell; what
+    the terminal received, escape codes and all."""
+    import pty
+    master, slave = pty.openpty()
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "hostside"), TMPDIR=str(tmp),
+               TERM="xterm", COLUMNS="120")
+    env.pop("NO_COLOR", None)
+    env.update(extra_env)
+    proc = subprocess.Popen([sys.executable, "-m", "camhost", "demo", "--speedup", "10",
+                             "--pause", "0"], stdout=slave, stderr=slave, stdin=subprocess.DEVNULL,
+                            env=env)
+    os.close(slave)
+    received = bytearray()
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:          # EIO: the demo closed the terminal's last writer
+            break
+        if not chunk:
+            break
+        received += chunk
+    os.close(master)
+    assert proc.wait(timeout=120) == 0, received.decode(errors="replace")[-2000:]
+    return received.decode(errors="replace")
+
+
+PICTURE_STEPS = 4
+
+
+def test_on_a_terminal_the_refused_step_stands_out_and_a_summary_stays(tmp_path):
+    text = demo_on_a_terminal(tmp_path, {})
+    tail = text[text.rindex("tour summary:"):]
+    summary = [l for l in tail.replace("\r", "").splitlines() if l.strip()]
+    steps = len(TOUR) + PICTURE_STEPS   # the snapshot and day/night steps follow the tour
+    assert summary[0] == "tour summary: %d steps: %d ok, 1 refused as they should be, 0 failed" \
+        % (steps, steps - 1)
+    assert "\x1b[1;33mrefused\x1b[0m  camhost ctl pan 999   # a command the agent must refuse" in tail
+    assert "\x1b[32mok     \x1b[0m  camhost ctl home   # find the mechanical zero" in tail
+    # the simulated camera has no SD card rather than the computer's disk as one
+    assert "SD free -" in text
+
+
+def test_no_color_turns_the_colour_off(tmp_path):
+    text = demo_on_a_terminal(tmp_path, {"NO_COLOR": "1"})
+    assert "\x1b[1;33m" not in text and "\x1b[32m" not in text
+    assert "refused  camhost ctl pan 999   # a command the agent must refuse" in text
+
+
+def test_the_uptime_moves_between_state_publications():
+    from camhost import ctl
+    first = ctl.panel_lines("d", {"uptime": 100}, "online")[0]
+    later = ctl.panel_lines("d", {"uptime": 100}, "online", age_s=7.9)[0]
+    assert first.endswith("up 100 s") and later.endswith("up 107 s")
+
+
+def test_the_panel_paints_a_line_that_must_stand_out_after_cutting_it_to_the_width(monkeypatch):
+    import pty
+    from camhost import ctl
+    master, slave = pty.openpty()
+    out = os.fdopen(slave, "w")
+    try:
+        monkeypatch.delenv("NO_COLOR", raising=False)
+        monkeypatch.setenv("TERM", "xterm")
+        panel = ctl.Panel(out, True)
+        panel.draw(["plain", ("refused: " + "x" * 500, "refused")])
+        drawn = os.read(master, 65536).decode()
+    finally:
+        out.close()
+        os.close(master)
+    assert "plain\r\n" in drawn
+    assert re.search(r"\x1b\[1;33mrefused: x+\x1b\[0m", drawn)   # the reset survived the cut

@@ -6,7 +6,7 @@ import json
 import os
 import re
 
-from camhost import layout
+from camhost import layout, tools
 from camhost.cli import main
 from flash_fixtures import (CHIP_NAME, chip, dummy_programmer, firmware, flash_args,  # noqa: F401
                             flashrom_wrapper, read)
@@ -162,6 +162,7 @@ def test_refuses_a_chip_that_is_not_8_mib(tmp_path, capsys):
 
 def test_flashrom_not_installed(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(tools, "SBIN_DIRS", ())
     assert main(["backup", "--backup-dir", str(tmp_path / "b")]) == 1
     err = capsys.readouterr().err
     assert "flashrom is not installed" in err and "mstarddc_spi" in err

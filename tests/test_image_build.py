@@ -57,8 +57,21 @@ all:
 \t@mkdir -p $(O)/images $(O)/build $(O)/target/usr/bin $(O)/target/etc/init.d
 \t@head -c 150000 /dev/urandom > $(O)/target/usr/bin/micropython
 \t@printf '#!/bin/sh\\n' > $(O)/target/etc/init.d/S96camagent
+\t@cp $(firstword $(subst :, ,$(BR2_EXTERNAL)))/../overlay/etc/camagent.json \\
+\t\t$(O)/target/etc/camagent.json
 \t@printf 'micropython,./usr/bin/micropython\\ncamagent,./etc/init.d/S96camagent\\n' \\
 \t\t> $(O)/build/packages-file-list.txt
+\t@printf 'ssv615x-openipc,./lib/modules/4.9.84/extra/ssv6155.ko\\n' \\
+\t\t>> $(O)/build/packages-file-list.txt
+\t@printf 'ssv635x-openipc,./lib/modules/4.9.84/extra/ssv6x5x.ko\\n' \\
+\t\t>> $(O)/build/packages-file-list.txt
+\t@mkdir -p $(O)/target/lib/modules/4.9.84/extra $(O)/target/lib/modules/4.9.84/kernel/net/mac80211
+\t@head -c 40000 /dev/urandom > $(O)/target/lib/modules/4.9.84/extra/ssv6155.ko
+\t@head -c 40000 /dev/urandom > $(O)/target/lib/modules/4.9.84/extra/ssv6x5x.ko
+\t@head -c 30000 /dev/urandom > $(O)/target/lib/modules/4.9.84/kernel/net/mac80211/mac80211.ko
+\t@mkdir -p $(O)/target/etc/sensors
+\t@head -c 9000 /dev/urandom > $(O)/target/etc/sensors/sc3336.bin
+\t@head -c 8000 /dev/urandom > $(O)/target/etc/sensors/imx335.bin
 \t@head -c 1000000 /dev/urandom > $(O)/kernel.bin
 \t@mkimage -A arm -O linux -T kernel -C none -a 0x21000000 -e 0x21000000 \\
 \t\t-n Linux-4.9.84 -d $(O)/kernel.bin $(O)/images/uImage > /dev/null
@@ -122,12 +135,13 @@ def test_merged_defconfig(tree, tmp_path):
     # list options extend OpenIPC's values instead of replacing them
     assert opts["BR2_GLOBAL_PATCH_DIR"] == ('BR2_GLOBAL_PATCH_DIR="$(BR2_EXTERNAL)/package/'
                                             'all-patches $(BR2_EXTERNAL_CAMAGENT_PATH)/'
+                                            'patches/common $(BR2_EXTERNAL_CAMAGENT_PATH)/'
                                             'patches/lean"')
     assert opts["BR2_LINUX_KERNEL_CONFIG_FRAGMENT_FILES"] == (
         'BR2_LINUX_KERNEL_CONFIG_FRAGMENT_FILES="$(BR2_EXTERNAL_CAMAGENT_PATH)/board/'
         'imou-ranger-rc/linux.fragment %s"' % p.linux_slim_path)
-    # the slimming profile: later settings replace the board's
-    assert opts["BR2_PACKAGE_MAJESTIC_WEBUI"] == "# BR2_PACKAGE_MAJESTIC_WEBUI is not set"
+    # the slimming profile: later settings replace the board's; the web UI stays
+    assert opts["BR2_PACKAGE_MAJESTIC_WEBUI"] == "BR2_PACKAGE_MAJESTIC_WEBUI=y"
     assert opts["BR2_PACKAGE_VTUND_OPENIPC"] == "# BR2_PACKAGE_VTUND_OPENIPC is not set"
     assert p.linux_slim == "# CONFIG_NFS_FS is not set\n"
     assert "# --- general/openipc.fragment" in p.defconfig
@@ -159,7 +173,8 @@ def test_no_slim_and_tls(tree, tmp_path):
     assert p.linux_slim == ""
     assert opts["BR2_LINUX_KERNEL_CONFIG_FRAGMENT_FILES"].count(".fragment") == 1
     assert opts["BR2_GLOBAL_PATCH_DIR"].endswith(
-        'patches/lean $(BR2_EXTERNAL_CAMAGENT_PATH)/patches/tls"')
+        'patches/common $(BR2_EXTERNAL_CAMAGENT_PATH)/patches/lean '
+        '$(BR2_EXTERNAL_CAMAGENT_PATH)/patches/tls"')
 
 
 def test_board_patch_dir_is_reapplied_as_openipc_does(tree, tmp_path):
@@ -167,12 +182,21 @@ def test_board_patch_dir_is_reapplied_as_openipc_does(tree, tmp_path):
     defconfig.write_text(BOARD_DEFCONFIG + 'BR2_GLOBAL_PATCH_DIR="$(BR2_EXTERNAL)/board-patches"\n')
     opts = options(openipc.plan(str(tree), BOARD, output=str(tmp_path / "o")).defconfig)
     assert opts["BR2_GLOBAL_PATCH_DIR"] == ('BR2_GLOBAL_PATCH_DIR="$(BR2_EXTERNAL)/board-patches'
+                                            ' $(BR2_EXTERNAL_CAMAGENT_PATH)/patches/common'
                                             ' $(BR2_EXTERNAL_CAMAGENT_PATH)/patches/lean"')
 
 
+def test_drop_webui_leaves_the_web_ui_out_of_the_build(tree, tmp_path):
+    p = openipc.plan(str(tree), BOARD, output=str(tmp_path / "out"), drop_webui=True)
+    assert options(p.defconfig)["BR2_PACKAGE_MAJESTIC_WEBUI"] == \
+        "# BR2_PACKAGE_MAJESTIC_WEBUI is not set"
+
+
 def test_every_slim_item_has_a_build_equivalent():
+    # other-sensors depends on the camera's sensor= (from its backup): a build removes
+    # those files from its squashfs afterwards (test_first_boot)
     for item in slim.ITEMS:
-        assert item.kconfig or item.linux_config, item.name
+        assert item.kconfig or item.linux_config or item.per_sensor, item.name
 
 
 def test_dry_run_prints_and_runs_nothing(tree, tmp_path, capsys):
@@ -249,8 +273,10 @@ def test_build_composes_the_image_from_the_build_outputs(tree, tmp_path, capsys,
     assert added["package micropython"]["bytes"] == 150000
     assert added["package micropython"]["squashed_bytes"] > 140000
     assert "package camagent" in added
-    assert "- slim: webui (not built)" in text
-    assert "config: # BR2_PACKAGE_MAJESTIC_WEBUI is not set; you lose" in text
+    assert added["wifi: package ssv615x-openipc"]["bytes"] == 40000       # the 4 MP's driver
+    assert added["wifi: mac80211.ko"]["squashed_bytes"] > 28000
+    assert "- slim: nfs (not built)" in text and "webui" not in text
+    assert "config: # CONFIG_NFS_FS is not set; you lose" in text
     assert manifest["complete"] is False
 
 
@@ -315,3 +341,15 @@ def test_make_says_when_umqtt_cannot_be_downloaded(tmp_path):
     assert "cannot download micropython-umqtt.simple==1.3.4 from PyPI:" in err
     assert "No matching distribution found" in err
     assert not (build / "vendor" / "umqtt" / "simple.py").exists()
+
+
+def test_build_without_the_wifi_driver_is_refused(tree, tmp_path, capsys):
+    mk = tree / "stand-in-buildroot.mk"
+    mk.write_text("".join(line + "\n" for line in mk.read_text().splitlines()
+                          if "ssv615x-openipc" not in line))
+    out = tmp_path / "camagent.bin"
+    code = cli.main(["image", "build", "--board", BOARD.name, "--openipc", str(tree),
+                     "--output", str(tmp_path / "br"), "--jobs", "1", "--out", str(out)])
+    assert code == 1 and not out.exists()
+    assert "the build installed no ssv6155.ko (package ssv615x-openipc): the camera would " \
+           "have no wifi" in capsys.readouterr().err

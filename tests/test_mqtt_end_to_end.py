@@ -9,6 +9,7 @@ import os
 
 import pytest
 
+import ha_schema
 from broker_fixtures import (Agent, Mosquitto, Watcher, latest_state, mosquitto,  # noqa: F401
                              send, still, stop_leftovers, wait_until)
 from camagent.commands import TOPICS
@@ -131,7 +132,7 @@ def test_presets_end_to_end_and_select_entity_follows(cam):
     assert st["presets"]["porch"] == {"pan": 33.3, "tilt": 22.2}
     select = "homeassistant/select/camagent_testcam/preset/config"
     i, t, p = watcher.wait_for(lambda t, p: t == select and p, "the preset select", start=start)
-    assert json.loads(p)["options"] == ["porch"]
+    assert json.loads(p)["ops"] == ["porch"]
     ok(cam, "ptz/set", '{"pan": 300, "tilt": 80}', still)
     st = ok(cam, "preset/goto", "PORCH", still)
     assert (st["pan"]["position"], st["tilt"]["position"]) == (33.3, 22.2)
@@ -182,7 +183,7 @@ def test_rejections_come_back_on_the_error_topic(cam):
                    "error": "pan position 999.0 is out of range; 0.0 to 355.1 degrees accepted"}
     assert "unknown command topic" in refused(cam, "zoom/set", "2")["error"]
     assert "unknown command topic" in refused(cam, "reboot/now", "1")["error"]
-    assert "unknown command topic" in refused(cam, "pan", "90")["error"]   # a forgotten /set
+    assert "unknown command topic" in refused(cam, "pan/sett", "1")["error"]
     big = refused(cam, "led_red/set", "A" * 600)
     assert big["payload"] == "A" * 64 and "600 bytes; at most 512" in big["error"]
     errors = [(p, r) for p, r in watcher.all(agent.base + "/error")]
@@ -199,12 +200,14 @@ def test_snapshot_without_majestic_is_refused(cam):
 def test_discovery_references_only_served_topics(cam):
     agent, watcher = cam
     served = {agent.base + "/" + s for s in TOPICS}
+    published = {agent.base + "/" + s for s in ("state", "motion", "snapshot")}   # by the agent
     configs = {}
     for topic, payload, retain in watcher.messages:
         if topic.startswith("homeassistant/") and topic.endswith("/config") and payload:
-            configs[topic] = json.loads(payload)
+            configs[topic] = ha_schema.expanded(json.loads(payload))
     components = {t.split("/")[1] for t in configs}
-    assert components == {"number", "button", "select", "switch", "sensor", "binary_sensor"}
+    assert components == {"number", "button", "select", "switch", "sensor", "binary_sensor",
+                          "text"} | ({"camera"} if "snapshot/get" in TOPICS else set())
     objects = {t.split("/")[3] for t in configs}
     assert {"pan", "tilt", "left", "right", "up", "down", "stop", "home", "ir_led", "ir_cut",
             "night_mode", "led_green", "led_red", "sd_reset", "uptime", "wifi_rssi",
@@ -216,13 +219,14 @@ def test_discovery_references_only_served_topics(cam):
         for key in doc:
             if key.endswith("_topic") and key != "availability_topic":
                 value = expand(doc[key])
-                assert value in served or value == agent.base + "/state", (topic, key, value)
+                assert value in served or value in published, (topic, key, value)
     # what HA would send for each button and select option is accepted by the agent
     for topic, doc in sorted(configs.items()):
         component = topic.split("/")[1]
         suffix = doc.get("command_topic", "").replace("~/", "")
-        if component == "button" and suffix != "ptz/home":
-            ok(cam, suffix, doc["payload_press"], still)
+        # (snapshot/get needs majestic, which this rig does not run: its own tests press it)
+        if component == "button" and suffix not in ("ptz/home", "snapshot/get"):
+            ok(cam, suffix, doc.get("payload_press", "PRESS"), still)
         elif component == "select" and suffix != "preset/goto":
             for option in doc["options"]:
                 ok(cam, suffix, option, still)
@@ -238,7 +242,7 @@ def test_home_assistant_birth_republishes_discovery(cam):
     watcher.wait_for(lambda t, p: t.endswith("/config") and (seen.add(t) or seen == first),
                      "all %d discovery documents again after HA's birth message" % len(first),
                      start=start)
-    assert len(first) == 20
+    assert len(first) == 26 + (2 if "snapshot/get" in TOPICS else 0)
 
 
 @pytest.fixture
@@ -299,8 +303,10 @@ def test_a_damaged_presets_file_is_named_in_the_state(tmp_path, mosquitto):
     try:
         agent.start()
         i, t, p = w.wait_for(lambda t, p: True, "the first state")
-        assert json.loads(p)["problems"] == [
-            "%s is not a presets file; starting with no presets" % damaged]
+        problems = json.loads(p)["problems"]
+        assert len(problems) == 1 and problems[0].startswith(
+            "%s is damaged (not JSON" % damaged), problems
+        assert problems[0].endswith("); starting with no presets"), problems
     finally:
         w.close()
         agent.close()

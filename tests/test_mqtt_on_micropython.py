@@ -9,6 +9,8 @@ import os
 
 import pytest
 
+from camagent.commands import TOPICS
+
 from broker_fixtures import (Agent, Watcher, mosquitto, send, still,  # noqa: F401
                              stop_leftovers, wait_until)
 from test_mqtt_fuzz import fuzz_agent
@@ -31,7 +33,9 @@ def test_contract_and_reconnect_on_micropython(tmp_path, mosquitto):
         kind, st = send(w, agent.base, "led_green/set", "blink")
         assert kind == "state" and st["led_green"] == "BLINK"
         docs = [json.loads(p) for t, p, r in w.messages if t.endswith("/config") and p]
-        assert len(docs) == 19 and all(d["availability_topic"] == "~/availability" for d in docs)
+        # 25, and the camera and its snapshot button once snapshot/get exists
+        extra = 2 * ("snapshot/get" in TOPICS)
+        assert len(docs) == 25 + extra and all(d["avty_t"] == "~/availability" for d in docs)
     finally:
         w.close()
     mosquitto.kill()

@@ -8,6 +8,7 @@ import os
 
 import pytest
 
+import ha_schema
 from agent_rig import Rig
 from camagent import commands, presets, discovery, status
 from camagent.commands import CommandError, Commands, error_document
@@ -185,7 +186,9 @@ def test_a_bad_value_in_ptz_set_moves_neither_axis(rig, cmd):
 
 def test_hardware_failure_is_reported(rig, cmd):
     rig.rec.fail_pins.add(rig.pins("led_red")[0])
-    assert "hardware failure" in rejected(cmd, "led_red/set", b"ON")
+    pin = rig.pins("led_red")[0]
+    assert rejected(cmd, "led_red/set", b"ON") == \
+        "led_red is out of service: GPIO %d: write failed (EIO)" % pin
 
 
 def test_error_document():
@@ -282,36 +285,137 @@ def test_status_without_wifi_card_or_files_is_none(tmp_path):
 def test_discovery_documents(rig):
     d = discovery.Discovery("homeassistant", "camagent/cam1", "cam1", "IMOU Ranger RC (4 MP)",
                             "0.1.0", "aa:bb:cc:00:11:22")
-    docs = dict(d.documents(rig.cam.axes, ["door", "gate"]))
+    docs = _texts(d.documents(rig.cam.axes, ["door", "gate"]))
     served = set("camagent/cam1/" + s for s in commands.TOPICS)
+    published = {"camagent/cam1/" + s for s in ("state", "motion", "snapshot")}
     ids = set()
     for topic, text in docs.items():
         component = topic.split("/")[1]
-        assert component != "cover"
-        doc = json.loads(text)
+        doc = ha_schema.expanded(json.loads(text))
+        assert ha_schema.check(component, doc) == [], topic
         assert doc["availability_topic"] == "~/availability" and doc["~"] == "camagent/cam1"
         assert doc["device"] == {"identifiers": ["camagent_cam1"], "name": "cam1",
                                  "model": "IMOU Ranger RC (4 MP)", "manufacturer": "IMOU",
                                  "sw_version": "camagent 0.1.0",
                                  "connections": [["mac", "aa:bb:cc:00:11:22"]]}
-        if "command_topic" in doc:
-            assert doc["command_topic"].replace("~", "camagent/cam1") in served
-        if "state_topic" in doc:
-            assert doc["state_topic"] == "~/state"
+        assert doc["origin"] == {"name": "camagent", "sw_version": "0.1.0"}
+        for key in doc:
+            if key.endswith("_topic") and key != "availability_topic":
+                assert ha_schema.expand(doc, key) in (served if key == "command_topic"
+                                                      else published), (topic, key)
         ids.add(doc["unique_id"])
     assert len(ids) == len(docs)
-    pan = json.loads(docs["homeassistant/number/camagent_cam1/pan/config"])
+    pan = ha_schema.expanded(json.loads(docs["homeassistant/number/camagent_cam1/pan/config"]))
     assert (pan["min"], pan["max"]) == (rig.cam.pan.min_deg, rig.cam.pan.max_deg)
-    assert json.loads(docs["homeassistant/select/camagent_cam1/preset/config"])["options"] == \
-        ["door", "gate"]
+    select = ha_schema.expanded(
+        json.loads(docs["homeassistant/select/camagent_cam1/preset/config"]))
+    assert select["options"] == ["door", "gate"] and select["state_topic"] == "~/state"
     # HA refuses a select without options: with no presets the entity is removed
-    assert d.preset_document([]) == ("homeassistant/select/camagent_cam1/preset/config", "")
+    assert d.preset_document([]) == (b"homeassistant/select/camagent_cam1/preset/config", ())
 
 
-def test_heartbeat_notices_a_dead_broker_within_the_keepalive():
+def test_discovery_categories():
+    d = discovery.Discovery("homeassistant", "camagent/cam1", "cam1", "m", "0.1.0")
+    docs = {t.split("/")[3]: ha_schema.expanded(json.loads(p)) for t, p in _texts(d.documents(
+        {"pan": _Axis(0, 355.1), "tilt": _Axis(0, 90)}, ["door"])).items()}
+    category = {name: doc.get("entity_category", "") for name, doc in docs.items()}
+    assert {n for n, c in category.items() if c == "config"} == {
+        "ir_led", "ir_cut", "night_mode", "led_green", "led_red", "sd_reset"}
+    assert {n for n, c in category.items() if c == "diagnostic"} == {
+        "homed", "problems", "uptime", "wifi_rssi", "memory_free", "sd_free", "rtsp_main",
+        "rtsp_sub"}
+    assert docs["motion"]["device_class"] == "motion"
+    assert docs["preset_save"]["command_topic"] == "~/preset/save"
+
+
+def test_snapshot_entities_come_with_the_snapshot_command(monkeypatch):
+    """The camera and its button are announced only when the agent serves snapshot/get."""
+    axes = {"pan": _Axis(0, 355.1), "tilt": _Axis(0, 90)}
+    d = discovery.Discovery("homeassistant", "camagent/cam1", "cam1", "m", "0.1.0")
+    monkeypatch.delitem(discovery.TOPICS, "snapshot/get", raising=False)
+    without = {t.split("/")[3] for t in _texts(d.documents(axes, ["a"]))}
+    assert not {"snapshot", "snapshot_get"} & without
+    monkeypatch.setitem(discovery.TOPICS, "snapshot/get", ("_snapshot", None))
+    docs = {t.split("/")[3]: (t.split("/")[1], ha_schema.expanded(json.loads(p)))
+            for t, p in _texts(d.documents(axes, ["a"])).items()}
+    assert set(docs) - without == {"snapshot", "snapshot_get"}
+    component, camera = docs["snapshot"]
+    assert component == "camera" and ha_schema.check(component, camera) == []
+    assert camera["topic"] == "~/snapshot" and "image_encoding" not in camera   # raw JPEG
+    assert docs["snapshot_get"][1]["command_topic"] == "~/snapshot/get"
+
+
+def test_discovery_follows_the_camera_address():
+    d = discovery.Discovery("homeassistant", "camagent/cam1", "cam1", "m", "0.1.0")
+    axes = {"pan": _Axis(0, 355.1), "tilt": _Axis(0, 90)}
+    assert all("cu" not in json.loads(p)["dev"] for p in _texts(d.documents(axes, ["a"])).values())
+    assert d.set_ip("192.0.2.7") is True and d.set_ip("192.0.2.7") is False
+    for p in _texts(d.documents(axes, ["a"])).values():
+        assert ha_schema.expanded(json.loads(p))["device"]["configuration_url"] == \
+            "http://192.0.2.7/"
+    assert discovery.video_urls("192.0.2.7") == {"rtsp_main": "rtsp://192.0.2.7:554/stream=0",
+                                                 "rtsp_sub": "rtsp://192.0.2.7:554/stream=1"}
+    assert discovery.video_urls(None) == {"rtsp_main": None, "rtsp_sub": None}
+
+
+def test_camera_ip_from_the_routing_trie(tmp_path):
+    from camhost.simcam import fib_trie
+    (tmp_path / "net").mkdir()
+    trie = tmp_path / "net" / "fib_trie"
+    assert discovery.camera_ip(str(tmp_path)) is None          # no file: no open() either
+    trie.write_text(fib_trie(None))
+    assert discovery.camera_ip(str(tmp_path)) is None          # loopback only
+    trie.write_text(fib_trie("10.1.2.3"))
+    assert discovery.camera_ip(str(tmp_path)) == "10.1.2.3"
+
+
+class _Axis:
+    def __init__(self, low, high):
+        self.min_deg, self.max_deg = low, high
+
+
+def _texts(documents):
+    """{topic: payload} as text (the agent publishes bytes, the payload in pieces)."""
+    return {t.decode(): b"".join(p).decode() for t, p in documents}
+
+
+def test_heartbeat_pings_once_per_keepalive_and_notices_a_dead_broker_soon_after():
     for keepalive in (5, 7, 60, 600, 3600):
         for interval in (5, 300, 86400):
             beat, answer = heartbeat_s(keepalive, interval)
-            assert 1 <= beat and 1 <= answer and beat + answer <= keepalive
+            # never later than the keepalive (the broker allows 1.5 x), one wakeup per
+            # period; a broker that stops answering is noticed within keepalive + answer
+            assert 1 <= beat <= keepalive and 1 <= answer <= min(3, keepalive / 4)
             assert beat <= interval and beat <= 300
-    assert heartbeat_s(60, 300) == (57, 3)
+    assert heartbeat_s(60, 300) == (60, 3)
+
+
+def test_the_schema_checker_catches_what_home_assistant_would_refuse():
+    """ha_schema.check() is what the discovery tests trust: it must fail bad payloads."""
+    good = {"name": "Led", "unique_id": "u1", "command_topic": "~/led/set", "options": ["A"],
+            "device": {"identifiers": ["x"]}}
+    assert ha_schema.check("select", good) == []
+    cases = [
+        ("select", dict(good, options=[]), "options must be a non-empty list"),
+        ("select", {k: v for k, v in good.items() if k != "command_topic"},
+         "missing required command_topic"),
+        ("select", dict(good, payload_press="X"), "payload_press is not a documented select key"),
+        ("sensor", {"name": "s", "unique_id": "u", "state_topic": "~/state",
+                    "entity_category": "config", "device": {"identifiers": ["x"]}},
+         "entity_category config is refused for a sensor"),
+        ("sensor", {"name": "s", "unique_id": "u", "state_topic": "~/state",
+                    "device": {"identifiers": ["x"]}, "value_template": "{{ value_json.a"},
+         "value_template does not parse"),
+        ("text", {"name": "t", "unique_id": "u", "command_topic": "~/t", "pattern": "[",
+                  "device": {"identifiers": ["x"]}}, "text pattern is not a regex"),
+        ("select", dict(good, device={"identifiers": ["x"], "configuration_url": "ftp://x"}),
+         "configuration_url 'ftp://x' is not an http(s) URL"),
+        ("camera", {"name": "c", "unique_id": "u", "topic": "~/s", "image_encoding": "none",
+                    "device": {"identifiers": ["x"]}}, "image_encoding 'none'"),
+        ("cover", good, "cover is not a component camagent should announce"),
+    ]
+    for component, doc, expected in cases:
+        found = ha_schema.check(component, doc)
+        assert any(expected in p for p in found), (expected, found)
+    assert ha_schema.expanded({"cmd_t": "~/x", "dev": {"ids": ["a"], "cu": "http://h/"}}) == \
+        {"command_topic": "~/x", "device": {"identifiers": ["a"], "configuration_url": "http://h/"}}

@@ -261,7 +261,8 @@ def spy_path(tmp_path, flavour):
                        '  printf "%%s\\n" "$line"\n'
                        'done | %s "$@"\n' % (real_logger, real_logger))
         spy.chmod(0o755)
-    return "%s:%s" % (bindir, os.environ["PATH"])
+    # init scripts run as root, whose PATH has the sbin directories (start-stop-daemon)
+    return "%s:%s:/usr/sbin:/sbin" % (bindir, os.environ["PATH"])
 
 
 FLAVOURS = ["debian"] + (["busybox"] if BUSYBOX else [])

@@ -80,7 +80,7 @@ def test_cpython_compat_really_is_the_shim():
 
 
 # --- position saves ---------------------------------------------------------------------
-SLOW = {"speed": 1, "start_speed": 1, "max_speed": 1000, "accel": 1}   # 1 half-step/s
+SLOW = {"speed": 1, "start_speed": 1, "max_speed": 1000, "accel": 1000}   # 1 half-step/s
 
 
 def slow_rig(tmp_path, start_t):

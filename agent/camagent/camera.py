@@ -1,15 +1,33 @@
-"""The camera: every device built from the config's board profile, on one loop."""
-from . import boards, daynight
-from .gpio import Gpio
+"""The camera: every device built from the config's board profile, on one loop.
+
+A GPIO line that fails takes out only the device it belongs to: that device is
+released and refuses its commands, naming the fault; the others carry on.
+"""
+import sys
+
+from . import boards
+from .gpio import DeadLine, Gpio, GpioError
 from .ir import Ir
 from .led import Led
 from .light import FileLight
 from .loop import Loop
 from .persist import PositionStore, ensure_dir
 from .power import Power
+from .settings import Settings
 from .stepper import Stepper
 
 ON_OFF = ("OFF", "ON")
+
+
+# Devices a failing GPIO line can take out of service, named as in the state document.
+# wifi_power is written once at start and is not counted: the agent works without it.
+DEVICES = ("pan", "tilt", "ir_cut", "ir_led", "led_green", "led_red", "sd_reset")
+
+
+class NoDeviceLeft(BaseException):
+    """Every device is out of service: the agent cannot work at all and ends.
+    BaseException, like KeyboardInterrupt, so no handler meant for a broken
+    socket or a bad command (`except Exception`) swallows it."""
 
 
 class Camera:
@@ -22,22 +40,44 @@ class Camera:
         self.on_change = None  # called by changed() (not per half-step)
         self.closed = False
         self.state_dir = cfg["state_dir"]
+        self.failed = {}       # device -> the sentence saying why it is out of service
+        self.unreported = []   # (device, sentence) not yet published on <base>/error
+        self._owner = {}       # pin -> (device, line label): a GpioError names its pin
+        self._lines = {}       # device -> its lines, all written low when it fails
+        early = []             # GpioErrors of lines that could not be claimed
+        # first: every change notifies it, also a fault while claiming the lines
+        self.settings = Settings(self, self.state_dir + "/settings.json",
+                                 cfg["persist_min_interval_s"])
         pins = self.board["pins"]
         try:
-            out = self.gpio.output
+            out = self._claim
             # wifi power first (the driver may already be loading) and kept at exit
-            wifi = out(pins["wifi_power"], 1 if cfg["wifi_power"] else 0, keep=True)
-            self.power = Power(self, wifi, out(pins["sd_reset"], 0), self.board["sd_reset_ms"])
-            self.pan = Stepper("pan", [out(p, 0) for p in pins["pan"]], self.board["pan"], self)
-            self.tilt = Stepper("tilt", [out(p, 0) for p in pins["tilt"]], self.board["tilt"], self)
-            self.ir = Ir(self, out(pins["ir_led"], 0), out(pins["ircut_open"], 0),
-                         out(pins["ircut_close"], 0), self.board, cfg["night"])
-            self.leds = {"green": Led(self, out(pins["led_green"], 0), cfg["led_blink_ms"]),
-                         "red": Led(self, out(pins["led_red"], 0), cfg["led_blink_ms"])}
-        except Exception:
+            wifi = out(early, "wifi_power", pins["wifi_power"], 1 if cfg["wifi_power"] else 0,
+                       keep=True)
+            self.power = Power(self, wifi, out(early, "sd_reset", pins["sd_reset"]),
+                               self.board["sd_reset_ms"])
+            for name in ("pan", "tilt"):
+                coils = [out(early, name, pin, label="coil " + "ABCD"[i])
+                         for i, pin in enumerate(pins[name])]
+                setattr(self, name, Stepper(name, coils, self.board[name], self))
+            self.ir = Ir(self, out(early, "ir_led", pins["ir_led"]),
+                         out(early, "ir_cut", pins["ircut_open"], label="open coil"),
+                         out(early, "ir_cut", pins["ircut_close"], label="close coil"),
+                         self.board, cfg["night"])
+            self.leds = {"green": Led(self, out(early, "led_green", pins["led_green"]),
+                                      cfg["led_blink_ms"]),
+                         "red": Led(self, out(early, "led_red", pins["led_red"]),
+                                    cfg["led_blink_ms"])}
+            self.axes = {"pan": self.pan, "tilt": self.tilt}
+            # what takes each device out of service (wifi_power: written once, left be)
+            self._devices = {"pan": self.pan, "tilt": self.tilt, "ir_cut": self.ir,
+                             "ir_led": self.ir, "led_green": self.leds["green"],
+                             "led_red": self.leds["red"], "sd_reset": self.power}
+            for e in early:   # the devices exist now: those lines' devices go out of service
+                self.fault(e)
+        except BaseException:
             self.gpio.release_all()
             raise
-        self.axes = {"pan": self.pan, "tilt": self.tilt}
         ensure_dir(self.state_dir)
         self.positions = PositionStore(self, self.state_dir + "/position.json",
                                        cfg["persist_min_interval_s"])
@@ -46,27 +86,106 @@ class Camera:
             if saved and isinstance(saved.get(name), dict):
                 axis.restore(saved[name])
         for dev in (self.pan, self.tilt, self.ir, self.leds["green"], self.leds["red"],
-                    self.power, self.positions):
+                    self.power, self.positions, self.settings):
             self.loop.add(dev)
         self.light_source = None
+        self.channel = None    # the local channel (main.py), when it is on
         if cfg["light_file"]:
             self.light_source = FileLight(self, cfg["light_file"], cfg["light_poll_s"])
             self.loop.add(self.light_source)
         self.snapshot = None       # the MQTT session's snapshot.Relay, when majestic is there
         self.night_colour = None
-        self.majestic = daynight.attach(self, cfg)   # None without majestic.port
+        self.majestic = None
+        if cfg["majestic"]["port"]:
+            from . import daynight   # majestic's parts (and their heap) only with majestic
+            self.majestic = daynight.attach(self, cfg)
+
+    def _claim(self, early, device, pin, level=0, keep=False, label=None):
+        """One output line of `device`; a DeadLine if it cannot be claimed (the error
+        goes to `early`), so one bad line takes out only its own device."""
+        self._owner[pin] = (device, label)
+        try:
+            line = self.gpio.output(pin, level, keep)
+        except GpioError as e:
+            early.append(e)
+            line = DeadLine(e)
+        self._lines.setdefault(device, []).append(line)
+        return line
 
     def start(self):
-        """Power-on actions: SD reader reset, known IR state, optional homing."""
-        if self.cfg["sd_reset_on_start"]:
-            self.power.sd_reset()
-        self.ir.set_mode(self.cfg["night"]["initial_mode"])
+        """Power-on actions: SD reader reset, known IR state (the saved settings, or
+        the defaults), optional homing. A line failing here takes out its device; the
+        start goes on with the others."""
+        if self.cfg["sd_reset_on_start"] and "sd_reset" not in self.failed:
+            self._attempt(self.power.sd_reset)
+        # the mode is set whatever failed: AUTO with a dead IR-cut coil still drives the LED
+        self._attempt(self.settings.restore, self.cfg["night"]["initial_mode"])
         if self.cfg["home_on_boot"]:
-            self.pan.home()
-            self.tilt.home()
+            for axis in (self.pan, self.tilt):
+                if axis.name not in self.failed:
+                    self._attempt(axis.home)
+
+    def run(self, run=None):
+        """Run the loop (or `run`, a bounded run in tests); a line that fails in a
+        device's timer takes out that device and the loop goes on."""
+        run = run or self.loop.run
+        while True:
+            try:
+                return run()
+            except GpioError as e:
+                self.fault(e)
+
+    def _attempt(self, action, arg=None):
+        """action(arg); after a fault that took out one of the devices it uses, once
+        more, for the parts still working."""
+        while True:
+            before = len(self.failed)
+            try:
+                return action() if arg is None else action(arg)
+            except GpioError as e:
+                self.fault(e)
+            if len(self.failed) == before:
+                return
+
+    # --- hardware faults ----------------------------------------------------------
+    def fault(self, e, answered=False):
+        """GpioError `e` from a line: release its device (every line low, as far as
+        they can be written), keep it out of service with a sentence in `problems`
+        and on stderr, and queue the sentence for <base>/error unless `answered` (a
+        command's own error reply carries it). Returns the sentence. Raises
+        NoDeviceLeft once every device is out of service."""
+        owner = self._owner.get(e.pin)
+        if owner is None:
+            raise e       # not a line of ours: nothing to take out of service
+        device, label = owner
+        why = self.failed.get(device)
+        if why is None:
+            why = "%s is out of service: GPIO %d%s: %s" % (
+                device, e.pin, " (%s)" % label if label else "", e.reason)
+            self.failed[device] = why
+            if not answered:
+                self.unreported.append((device, why))
+            print("camagent: " + why, file=sys.stderr)
+            if device in self._devices:
+                self._devices[device].out_of_service(device)
+                self._release_lines(device)
+            self.changed()
+            if all(name in self.failed for name in DEVICES):
+                if answered:     # no command reply goes out now: report it with the rest
+                    self.unreported.append((device, why))
+                raise NoDeviceLeft("every device is out of service, the last: " + why)
+        return why
+
+    def _release_lines(self, device):
+        for line in self._lines.get(device, ()):
+            try:
+                line.set(0)
+            except GpioError:
+                pass   # the failing line itself: the others still go low
 
     # --- notifications from the devices -------------------------------------------
     def changed(self):
+        self.settings.note()
         if self.on_change is not None:   # the MQTT session: publish the new state
             self.on_change()
 
@@ -108,8 +227,10 @@ class Camera:
     def problems(self):
         """Trouble the agent works around but the user should fix (a full flash, a bad
         light file), as sentences; empty when all is well."""
-        found = []
-        for source in (self.positions, self.light_source, self.night_colour):
+        found = [self.failed[name] for name in DEVICES + ("wifi_power",)
+                 if name in self.failed]
+        for source in (self.positions, self.settings, self.light_source, self.channel,
+                       self.night_colour):
             if source is not None and source.error:
                 found.append(source.error)
         return found
@@ -121,10 +242,15 @@ class Camera:
             return
         self.closed = True
         errors = []
-        for step in (self.pan.stop, self.tilt.stop, self.ir.release, self.power.release,
-                     self.positions.flush, self.gpio.release_all):
+        for device, step in (("pan", self.pan.stop), ("tilt", self.tilt.stop),
+                             ("ir_cut", self.ir.release), ("sd_reset", self.power.release),
+                             (None, self.positions.flush), (None, self.settings.flush),
+                             (None, self.gpio.release_all)):
             try:
-                step()
+                if device in self.failed:
+                    self._release_lines(device)   # once more, quietly: its fault is known
+                else:
+                    step()
             except Exception as e:  # keep going: every later step is also a safety step
                 errors.append(e)
         if errors:

@@ -70,14 +70,22 @@ class Commands:
             except ValueError as e:      # the devices' own range and type checks
                 raise CommandError(str(e))
             except GpioError as e:
-                raise CommandError("hardware failure, command not completed: %s" % e)
+                # the line's device goes out of service; this reply is its one report
+                raise CommandError(self.cam.fault(e, answered=True))
         except CommandError:
             self.rejected += 1
             raise
         self.accepted += 1
 
+    def _working(self, device):
+        """Refuse a command for a device out of service, naming its fault."""
+        why = self.cam.failed.get(device)
+        if why is not None:
+            raise CommandError(why)
+
     # --- axes ---------------------------------------------------------------------
     def _axis(self, name):
+        self._working(name)
         axis = self.cam.axes[name]
         if axis.homing:
             raise CommandError("%s is homing; wait until it is done or send ptz/stop" % name)
@@ -139,12 +147,19 @@ class Commands:
             axis.move_by_deg(self.increment if word == "UP" else -self.increment)
 
     def _ptz_stop(self, payload, arg):
-        for axis in (self.cam.pan, self.cam.tilt):
+        for axis in self._in_service():   # one out of service is already released
             axis.stop()
 
     def _ptz_home(self, payload, arg):
-        for axis in (self.cam.pan, self.cam.tilt):
+        axes = self._in_service()
+        if not axes:
+            self._working("pan")
+        for axis in axes:
             axis.home()
+
+    def _in_service(self):
+        return [axis for axis in (self.cam.pan, self.cam.tilt)
+                if axis.name not in self.cam.failed]
 
     # --- presets ------------------------------------------------------------------
     def _preset_save(self, payload, arg):
@@ -164,18 +179,24 @@ class Commands:
 
     # --- IR, LEDs, power ----------------------------------------------------------
     def _ir_led(self, payload, arg):
+        self._working("ir_led")
         self.cam.ir.set_led(_word(payload, ("ON", "OFF"), "ir_led/set") == "ON")
 
     def _ir_cut(self, payload, arg):
+        self._working("ir_cut")
         self.cam.ir.set_cut(_word(payload, CUTS, "ir_cut/set"))
 
     def _night_mode(self, payload, arg):
+        if "ir_led" in self.cam.failed:   # one of the two left is enough: it drives that
+            self._working("ir_cut")
         self.cam.ir.set_mode(_word(payload, MODES, "night_mode/set"))
 
     def _led(self, payload, name):
+        self._working("led_" + name)
         self.cam.leds[name].set(_word(payload, LED_MODES, "led_%s/set" % name))
 
     def _sd_reset(self, payload, arg):
+        self._working("sd_reset")
         self.cam.power.sd_reset()
 
     def _light(self, payload, arg):

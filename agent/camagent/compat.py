@@ -4,8 +4,10 @@ On MicroPython this module only re-exports. On CPython it supplies wrapping
 ticks_* (same 2**30 period and the same ticks_add() limit as a 32-bit MicroPython
 build, so wrap-around and overflow code paths run in development too), an
 ipoll() shim, and the u-prefixed module aliases that umqtt.simple 1.3.4 imports.
-Both get MinGap, the one way the agent measures how long ago something happened.
+Both get MinGap, the one way the agent measures how long ago something happened,
+and read_text(), the one way it reads a file that may be missing.
 """
+import os
 import sys
 import time
 
@@ -110,6 +112,13 @@ else:
                 buf += chunk
             return buf
 
+        def readinto(self, buf, n=None):
+            # as MicroPython's on a non-blocking socket: what is there, None for nothing
+            try:
+                return self._recv_into(buf, len(buf) if n is None else n)
+            except _WOULD_BLOCK:
+                return None
+
         def write(self, data, n=None):
             if n is not None:
                 data = memoryview(data)[:n]
@@ -121,6 +130,9 @@ else:
 
         def _recv(self, n):
             return self.recv(n)
+
+        def _recv_into(self, buf, n):
+            return self.recv_into(buf, n)
 
     def _getaddrinfo(host, port, *args):
         # umqtt makes an AF_INET socket, so only IPv4 answers are any use to it
@@ -149,6 +161,9 @@ else:
             def _recv(self, n):
                 # SSLSocket.recv() calls self.read(): go to the TLS layer directly
                 return ssl.SSLSocket.read(self, n)
+
+            def _recv_into(self, buf, n):
+                return ssl.SSLSocket.read(self, n, buf)
 
         def _wrap_socket(sock, keyfile=None, certfile=None, cert_reqs=ssl.CERT_NONE,
                          ca_certs=None, server_hostname=None):
@@ -205,13 +220,57 @@ class MinGap:
         return self.gap_us - age
 
 
+def read_text(path, limit):
+    """The text of file `path`, or None when there is no such file.
+
+    MicroPython 1.22's failed open() leaves a file object whose finaliser closes fd 0
+    when collected, and on the camera fd 0 is often the MQTT socket by then (upstream
+    issue 13672): so os.stat first, which makes no file object, and open only what is
+    there. OSError and UnicodeError as open() and read() raise them; ValueError, unread,
+    for more than `limit` bytes (a huge file must not take the heap) and for what is not
+    a regular file (a FIFO would block the loop, a device never end).
+    """
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    kind = st[0] & 0o170000
+    if kind == 0o040000:
+        raise OSError(21, path)    # EISDIR: open() would fail, so it must not be tried
+    if kind != 0o100000:
+        raise ValueError("not a regular file")
+    if st[6] > limit:
+        raise ValueError("too big: %d bytes, more than the %d accepted" % (st[6], limit))
+    with open(path) as f:
+        text = f.read()    # /proc and sysfs files say 0 bytes; the kernel bounds them
+    if len(text) > limit:
+        raise ValueError("too big: more than the %d bytes accepted" % limit)
+    return text
+
+
+# Words for the errno values file and directory operations give: MicroPython's
+# errno.errorcode has only some names, and a name is not a reason anyway.
+_REASONS = {1: "operation not permitted", 2: "no such file or directory",
+            5: "input/output error", 12: "out of memory", 13: "permission denied",
+            17: "file exists", 20: "not a directory", 21: "is a directory",
+            22: "invalid argument", 28: "no space left on device",
+            30: "read-only file system", 36: "file name too long"}
+
+
+def reason(exc):
+    """An OSError's cause in words, as strerror() says it: "permission denied"."""
+    code = exc.args[0] if exc.args else None
+    if code in _REASONS:
+        return _REASONS[code]
+    return "error %s" % code if isinstance(code, int) else str(exc)
+
+
 def hostname():
     """The kernel's hostname (MicroPython's socket module has no gethostname)."""
     for path in ("/proc/sys/kernel/hostname", "/etc/hostname"):
         try:
-            with open(path) as f:
-                name = f.read().strip()
-        except OSError:
+            name = (read_text(path, 256) or "").strip()
+        except (OSError, ValueError):
             continue
         if name:
             return name

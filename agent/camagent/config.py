@@ -4,12 +4,14 @@ Every key is checked against the type of its default, unknown keys are refused
 (a typo must not silently fall back to a default), and a bad value raises
 ConfigError naming the file and the dotted key.
 """
-import json
+import os
 
 from . import boards
-from .compat import hostname
+from .compat import hostname, read_text, reason
+from .persist import ensure_dir, parse_json
 
 DEFAULT_PATH = "/etc/camagent.json"
+FILE_LIMIT = 16384   # bytes: a full config is under 2 KB; the heap must not meet a huge one
 
 MQTT_DEFAULTS = {
     "host": "",                  # empty: MQTT off, the agent only drives the hardware
@@ -47,6 +49,9 @@ DEFAULTS = {
     "persist_min_interval_s": 30,
     "timer_spin_us": 0,
     "overrides": {},
+    # the local channel (127.0.0.1 TCP) of motion.sh and camagent-local; 0: off
+    "local_port": 4223,
+    "motion": {"quiet_s": 30, "snapshot": False},
     "mqtt": MQTT_DEFAULTS,
 }
 
@@ -60,7 +65,7 @@ RANGES = {
     "light_poll_s": (1, TIMER_MAX_S), "night.dark_below": (0, 100),
     "night.light_above": (0, 100), "night.min_dwell_s": (0, TIMER_MAX_S),
     "led_blink_ms": (100, 10000), "persist_min_interval_s": (0, TIMER_MAX_S),
-    "timer_spin_us": (0, 20000),
+    "timer_spin_us": (0, 20000), "local_port": (0, 65535), "motion.quiet_s": (1, TIMER_MAX_S),
     "night.gain_poll_s": (0, TIMER_MAX_S), "night.gain_on": (0, 1e9), "night.gain_off": (0, 1e9),
     "majestic.port": (0, 65535), "majestic.timeout_s": (1, 60),
     "snapshot.interval_s": (0, TIMER_MAX_S),
@@ -68,9 +73,25 @@ RANGES = {
     "mqtt.move_increment_deg": (0.1, 90),
     "ircut_pulse_ms": (20, 1000), "sd_reset_ms": (1, 1000),
 }
+# Axis settings (overrides.pan.*, overrides.tilt.*), bounded by what a step loop that
+# makes one sysfs write per half-step can do: 10,000 half-steps/s is a write every
+# 100 us, and the geared motors stall far below that. 2**24 half-steps is 4096 turns of
+# the usual 4096-half-step gearing, and keeps every position a small int on the 32-bit
+# camera (up to 2**30), so a step never allocates.
+_STEPS = (0, 1 << 24)
+_SPEED = (1, 10000)
+AXIS_RANGES = {"min_steps": _STEPS, "max_steps": _STEPS, "park": _STEPS,
+               "home_margin": _STEPS, "steps_per_degree": (1, 1000),
+               "speed": _SPEED, "max_speed": _SPEED, "start_speed": _SPEED,
+               "home_speed": _SPEED, "accel": (100, 10000000)}
+# The ramp table holds one 4-byte step interval per accelerating half-step, for the
+# whole agent's life: (fastest^2 - start_speed^2) / (2 accel) entries
+MAX_RAMP_STEPS = 1000
+MAX_DEVICE_ID = 64
+MAX_TOPIC = 128
 RANGE_NOTES = {"light_poll_s": _TIMER_NOTE, "night.min_dwell_s": _TIMER_NOTE,
                "night.gain_poll_s": _TIMER_NOTE, "snapshot.interval_s": _TIMER_NOTE,
-               "persist_min_interval_s": _TIMER_NOTE}
+               "persist_min_interval_s": _TIMER_NOTE, "motion.quiet_s": _TIMER_NOTE}
 CHOICES = {"night.initial_mode": ("DAY", "NIGHT", "AUTO")}
 NONEMPTY = ("gpio_root", "proc_root", "state_dir", "mqtt.prefix", "mqtt.discovery_prefix")
 
@@ -162,9 +183,13 @@ def _check_overrides(path, board, overrides):
                 if k not in boards.AXIS_KEYS:
                     raise ConfigError(path, name + "." + k, "unknown key (known: %s)"
                                       % ", ".join(boards.AXIS_KEYS))
-                if not _same_type(base[key][k], v) or v < 0:
-                    raise ConfigError(path, name + "." + k, "must be %s, not negative"
+                if not _same_type(base[key][k], v):
+                    raise ConfigError(path, name + "." + k, "must be %s"
                                       % _type_name(base[key][k]))
+                low, high = AXIS_RANGES[k]
+                if v != v or not low <= v <= high:
+                    raise ConfigError(path, name + "." + k, "must be from %s to %s"
+                                      % (low, high))
         elif key == "pins":
             if not isinstance(value, dict):
                 raise ConfigError(path, name, "must be an object of pin numbers")
@@ -193,10 +218,17 @@ def _check_overrides(path, board, overrides):
         if not a["min_steps"] < a["max_steps"] or not a["min_steps"] <= a["park"] <= a["max_steps"]:
             raise ConfigError(path, "overrides." + axis,
                               "needs min_steps < max_steps and park between them")
-        if not 0 < a["start_speed"] <= a["speed"] <= a["max_speed"] or a["accel"] <= 0 \
-                or a["steps_per_degree"] <= 0 or a["home_speed"] <= 0:
-            raise ConfigError(path, "overrides." + axis, "needs 0 < start_speed <= speed <= "
-                              "max_speed, and positive accel, home_speed, steps_per_degree")
+        if not a["start_speed"] <= a["speed"] <= a["max_speed"]:   # each one is in range
+            raise ConfigError(path, "overrides." + axis,
+                              "needs start_speed <= speed <= max_speed")
+        fastest = max(a["max_speed"], a["home_speed"])
+        span = fastest * fastest - a["start_speed"] ** 2    # the ramp: span / (2 accel) steps
+        if span > 2 * a["accel"] * MAX_RAMP_STEPS:
+            raise ConfigError(path, "overrides." + axis + ".accel", "must be at least %d "
+                              "with start_speed %d and top speed %d (the ramp would take "
+                              "%d half-steps; at most %d)" % (
+                                  -(-span // (2 * MAX_RAMP_STEPS)), a["start_speed"], fastest,
+                                  -(-span // (2 * a["accel"])), MAX_RAMP_STEPS))
     used = []
     for k in boards.PIN_KEYS:
         used.extend(prof["pins"][k] if k in ("pan", "tilt") else [prof["pins"][k]])
@@ -208,7 +240,7 @@ def _check_overrides(path, board, overrides):
 def parse(text, path="(config)"):
     """Validate the JSON text of a config; returns the full dict with defaults filled."""
     try:
-        given = json.loads(text)
+        given = parse_json(text)
     except ValueError as e:
         raise ConfigError(path, None, "not valid JSON (%s)" % e)
     cfg = _merge(path, "", DEFAULTS, given)
@@ -229,22 +261,68 @@ def parse(text, path="(config)"):
                               "(such as width=640&height=360)")
     if not cfg["device_id"]:
         cfg["device_id"] = hostname()
-    for ch in cfg["device_id"]:
+    device_id = cfg["device_id"]
+    if len(device_id) > MAX_DEVICE_ID:
+        raise ConfigError(path, "device_id", "%d characters; at most %d"
+                          % (len(device_id), MAX_DEVICE_ID))
+    for ch in device_id:
         if not ("a" <= ch <= "z" or "A" <= ch <= "Z" or "0" <= ch <= "9" or ch in "-_"):
             raise ConfigError(path, "device_id", "%r: only ASCII letters, digits, - and _ "
-                              "(it becomes part of MQTT topics)" % cfg["device_id"])
-    prefix = cfg["mqtt"]["prefix"]
-    if "+" in prefix or "#" in prefix or prefix[0] == "/" or prefix[-1] == "/":
-        raise ConfigError(path, "mqtt.prefix", "a topic without + or # and without a "
-                          "leading or trailing /")
+                              "(it becomes part of MQTT topics)" % device_id)
+    for key in ("prefix", "discovery_prefix"):
+        _check_topic(path, "mqtt." + key, cfg["mqtt"][key])
     return cfg
 
 
+def _check_topic(path, name, topic):
+    """A topic prefix the agent publishes and subscribes under: one bad character and
+    the broker drops the connection (a wildcard), or it never matches what it should."""
+    why = None
+    if len(topic) > MAX_TOPIC:
+        why = "%d characters; at most %d" % (len(topic), MAX_TOPIC)
+    elif "+" in topic or "#" in topic:
+        why = "no MQTT wildcards (+ or #) in a topic the agent publishes to"
+    elif topic[0] == "$":
+        why = "topics starting with $ are the broker's own"
+    elif topic[0] == "/" or topic[-1] == "/" or "//" in topic:
+        why = "no empty topic levels (a leading, trailing or doubled /)"
+    else:
+        for ch in topic:
+            if ch < " " or ch == "\x7f":
+                why = "no control characters (NUL, tab, newline ...)"
+    if why:
+        raise ConfigError(path, name, "%r: %s" % (topic[:MAX_TOPIC], why))
+
+
 def load(path=DEFAULT_PATH):
+    """parse() the file `path`, then make sure its state_dir exists."""
     try:
-        with open(path) as f:
-            text = f.read()
+        text = read_text(path, FILE_LIMIT)
     except OSError as e:
-        raise ConfigError(path, None, "cannot read (%s)" % (e.args[1] if len(e.args) > 1
-                                                           else e))
-    return parse(text, path)
+        raise ConfigError(path, None, "cannot read (%s)" % reason(e))
+    except UnicodeError:
+        raise ConfigError(path, None, "not valid JSON (invalid UTF-8)")
+    except ValueError as e:
+        raise ConfigError(path, None, str(e))
+    if text is None:
+        raise ConfigError(path, None, "cannot read (no such file or directory)")
+    cfg = parse(text, path)
+    try:
+        ensure_dir(cfg["state_dir"])
+    except OSError as e:
+        raise ConfigError(path, "state_dir", "cannot create %s (%s)"
+                          % (cfg["state_dir"], reason(e)))
+    tls = cfg["mqtt"]["tls"]
+    for key in ("ca_file", "cert_file", "key_file"):
+        # now, not at every connect attempt: a missing file is a config error, and on
+        # MicroPython the agent would open() it (see compat.read_text)
+        if tls["enabled"] and tls[key]:
+            try:
+                regular = os.stat(tls[key])[0] & 0o170000 == 0o100000
+                why = "not a regular file"
+            except OSError as e:
+                regular, why = False, reason(e)
+            if not regular:
+                raise ConfigError(path, "mqtt.tls." + key, "cannot read %s (%s)"
+                                  % (tls[key], why))
+    return cfg

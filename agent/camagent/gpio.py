@@ -11,20 +11,27 @@ from .compat import sleep_ms
 
 _LEVEL = (b"0", b"1")
 _EXPORT_WAIT_MS = 500  # udev-less kernels create gpioN/ a few ms after the write
+_EBUSY = 16            # Linux's number: MicroPython's errno module has no EBUSY
+# names of the errors a sysfs write can give that MicroPython's errno module lacks
+_NAMES = {6: "ENXIO", 16: "EBUSY", 20: "ENOTDIR", 28: "ENOSPC", 29: "ESPIPE", 30: "EROFS",
+          32: "EPIPE"}
 
 
 class GpioError(Exception):
-    """A sysfs operation failed; names the pin and the file."""
+    """A sysfs operation failed; names the pin, the file and the reason."""
 
     def __init__(self, pin, path, reason):
         super().__init__("GPIO %d: %s: %s" % (pin, path, reason))
         self.pin = pin
         self.path = path
+        self.reason = reason
 
 
 def _why(exc):
     code = exc.args[0] if exc.args else 0
-    return errno.errorcode.get(code, str(exc)) if isinstance(code, int) else str(exc)
+    if not isinstance(code, int):
+        return str(exc)
+    return errno.errorcode.get(code) or _NAMES.get(code) or "errno %d" % code
 
 
 def _exists(path):
@@ -67,6 +74,19 @@ class Line:
             self._f.write(_LEVEL[v])
         except OSError as e:
             raise GpioError(self.pin, self.path, "write failed (%s)" % _why(e))
+
+
+class DeadLine:
+    """Stands in for a line that could not be claimed at start: every write raises
+    the claim's error, so its device stays out of service and says why."""
+
+    def __init__(self, error):
+        self.pin = error.pin
+        self.value = 0
+        self._error = error
+
+    def set(self, v):
+        raise self._error
 
 
 class Gpio:
@@ -114,7 +134,7 @@ class Gpio:
             with open(path, "w") as f:
                 f.write("%d\n" % pin)
         except OSError as e:
-            if e.args and e.args[0] != errno.EBUSY:  # EBUSY: already exported, fine
+            if e.args and e.args[0] != _EBUSY:  # EBUSY: already exported, fine
                 raise GpioError(pin, path, "export failed (%s)" % _why(e))
         waited = 0
         while not _exists(base):

@@ -30,6 +30,8 @@ class Ir:
         self._pulsing = None     # the coil being driven
         self._pending = None     # cut requested during a pulse
         self._recheck = None     # AUTO looks again when the dwell time ends
+        self.cut_out = False     # out of service (a line failed): DAY/NIGHT drive the LED only
+        self.led_out = False
         self.on_switch = None    # told DAY/NIGHT when the mode switches (majestic's colour)
 
     @property
@@ -84,8 +86,10 @@ class Ir:
             self._cam.changed()
 
     def _apply(self, day_or_night):
-        self.set_cut(day_or_night)
-        self.set_led(day_or_night == "NIGHT")
+        if not self.cut_out:
+            self.set_cut(day_or_night)
+        if not self.led_out:
+            self.set_led(day_or_night == "NIGHT")
         if self.on_switch is not None:
             self.on_switch(day_or_night)
 
@@ -100,7 +104,8 @@ class Ir:
             want = "NIGHT"
         else:
             want = "DAY"
-        if want == current and self.led == (want == "NIGHT"):
+        # a part out of service counts as done
+        if (want == current or self.cut_out) and (self.led_out or self.led == (want == "NIGHT")):
             return
         if wait > 0:
             self._recheck = ticks_add(now, wait)
@@ -135,6 +140,18 @@ class Ir:
                 self.due = self._recheck
         if self._pulsing is None and self._recheck is None:
             self.due = None
+
+    def out_of_service(self, part):
+        """`part` ("ir_cut" or "ir_led") has a failed line: stop using it (the camera
+        writes its lines low); the other part, and AUTO, carry on."""
+        if part == "ir_cut":
+            self.cut_out = True
+            self._pulsing = None
+            self._pending = None
+            self.due = self._recheck
+        else:
+            self.led_out = True
+            self.led = False
 
     def release(self):
         """Both coils low (shutdown or a failed pulse)."""

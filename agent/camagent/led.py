@@ -29,6 +29,11 @@ class Led:
             self.due = None
         self._cam.changed()
 
+    def out_of_service(self, device=None):
+        """Its line failed: no more blinking (the camera writes the line low)."""
+        self.mode = "OFF"
+        self.due = None
+
     def tick(self, now):
         self._line.set(0 if self._line.value else 1)
         self.due = ticks_add(self.due, self._half_us)

@@ -4,7 +4,10 @@ Until a camera-side sensor reading exists, the level arrives over MQTT
 (`light/set`) or from a file that something else keeps current: FileLight
 re-reads it every `interval_s` and feeds the IR controller.
 """
-from .compat import ticks_add
+from .compat import read_text, reason, ticks_add
+
+# a light level is a few characters; a bigger file is not one
+_LIMIT = 64
 
 
 class FileLight:
@@ -18,12 +21,14 @@ class FileLight:
     def tick(self, now):
         self.due = ticks_add(now, self._interval_us)
         try:
-            with open(self.path) as f:
-                level = float(f.read().strip())
-            self._cam.ir.set_light(level)
+            text = read_text(self.path, _LIMIT)
+            if text is None:
+                raise OSError(2, self.path)     # ENOENT, said like any other failure
+            self._cam.ir.set_light(float(text.strip()))
             self.error = None
         except (OSError, ValueError) as e:
-            error = "light file %s: %s" % (self.path, e)
+            error = "light file %s: %s" % (self.path, reason(e) if isinstance(e, OSError)
+                                            else e)
             if error != self.error:  # report a change of trouble, not every poll
                 self.error = error
                 self._cam.changed()

@@ -2,7 +2,7 @@
 import sys
 
 from . import VERSION
-from .camera import Camera
+from .camera import Camera, NoDeviceLeft
 from .compat import install_term_handler
 from .config import DEFAULT_PATH, ConfigError, load
 from .gpio import GpioError
@@ -45,7 +45,7 @@ def main(argv):
     install_term_handler()
     try:
         camera = Camera(cfg)
-    except (GpioError, OSError) as e:
+    except (GpioError, OSError, NoDeviceLeft) as e:
         return _fail("cannot set up the hardware: %s" % e, 1)
     session = None
     code = 0
@@ -54,12 +54,25 @@ def main(argv):
         if cfg["mqtt"]["host"]:
             from .mqtt import Session
             session = Session(camera, cfg)
-        camera.loop.run()
+        if cfg["local_port"]:
+            from .localchan import start
+            camera.channel = start(camera, cfg, session)
+        camera.run()
     except KeyboardInterrupt:
         pass
+    except NoDeviceLeft as e:
+        # one failing line takes out only its device; with none left there is no agent
+        code = _fail("hardware failure, stopping: %s" % e, 1)
+        if session is not None:
+            session.publish_now()   # the last fault and the state, before going offline
     except GpioError as e:
         code = _fail("hardware failure, motors stopped: %s" % e, 1)
     finally:
+        if camera.channel is not None:
+            try:
+                camera.channel.close()
+            except Exception as e:
+                _say("cannot close the local channel: %r" % (e,))
         if session is not None:
             try:
                 session.close()

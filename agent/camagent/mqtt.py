@@ -2,10 +2,16 @@
 
 umqtt.simple speaks the protocol; this module adds a timeout on every socket
 operation, keepalive pings, noticing a dead broker, reconnecting with capped
-exponential backoff and jitter, resubscribing, and republishing availability,
-discovery and state. It is a device on the agent's loop: it reads only when the
-socket has data, never (re)connects while a motor moves, and an idle connection
-costs one wakeup per heartbeat, in which it pings and reads the answer.
+exponential backoff and jitter, subscribing, and republishing availability,
+discovery and state. It is a device on the agent's loop: it never (re)connects
+while a motor moves, and an idle connection costs one wakeup per keepalive
+period, in which it pings and reads the answer.
+
+Receiving never blocks: `_Client.wait_msg` reads only what the socket already
+has, keeps a half-read packet across wakeups, caps the length field at MQTT's 4
+bytes, skips a message too big to accept in small pieces without allocating it,
+and gives each packet a deadline of its own, so a broker that stalls, trickles
+or floods costs the motors nothing and is dropped.
 """
 import json
 import os
@@ -15,36 +21,64 @@ import sys
 from umqtt.simple import MQTTClient, MQTTException
 
 from . import VERSION
-from .commands import TOPICS, CommandError, Commands, error_document
+from .commands import MAX_PAYLOAD, CommandError, Commands, error_document
 from .compat import IS_MICROPYTHON, MinGap, ipoll, ticks_add, ticks_diff, ticks_ms
-from .discovery import Discovery
+from .discovery import Discovery, camera_ip, video_urls
+from .instance import Instance
 from .presets import Presets
 from .status import Status
 
-IO_TIMEOUT_S = 5            # connect, TLS handshake, one packet: a stalled broker costs no more
+IO_TIMEOUT_S = 5            # connect, TLS handshake, a write; and the deadline of a packet
+RX_MIN_RATE = 32768         # B/s: a big packet gets IO_TIMEOUT_S plus its size at this rate
+RX_MAX_EXTRA_S = 300        # ... but no more (ticks_add reaches ~537 s ahead)
+RX_CHUNK = 256              # a message too big to accept is skipped this much at a time
+RX_READS_PER_WAKEUP = 32    # then back to the loop: skipping 8 MB must not starve the motors
+RX_READS_BUSY = 4           # ... and fewer while a motor steps, so that no step waits
+TOPIC_ROOM = 32             # topic bytes kept beyond our own "<base>/": more is not ours
+RX_PAYLOAD = 2048           # payload bytes kept: a state document (commands: MAX_PAYLOAD)
+TCP_QUICKACK = 12           # Linux: ACK what was read at once, not after ~40 ms
 PUBLISH_GAP_US = 200000     # state at most ~5 times a second while something changes
 PING_WAIT_MS = 50           # idle: wait this long for the ping answer inside the same wakeup
 MAX_HEARTBEAT_S = 300       # ticks_add() reaches ~537 s ahead; longer periods are split
 BACKOFF_MIN_S = 1
 BACKOFF_MAX_S = 60
+HEALTHY_S = 60              # a connection must last this long before the backoff resets
 BUSY_RETRY_US = 250000      # no (blocking) reconnect while a motor moves: look again soon
 MAX_PACKETS_PER_WAKEUP = 20  # a flood of commands must not starve the motors
-_OWN = (b"state", b"availability", b"error")   # our own topics, echoed by <base>/#
-# Commands have two levels (<base>/pan/set); the one-level topics under <base> are the
-# agent's own (state, snapshot...), which must not come back to it (a snapshot is
-# hundreds of KB). A forgotten "/set" (<base>/pan) is still answered: each first level.
-FIRST_LEVELS = sorted(set(t.split("/")[0] for t in TOPICS) - {"snapshot"})
+PUBLISH, SUBACK, PINGRESP = 0x30, 0x90, 0xd0
+TCP_NODELAY = (6, 1)        # IPPROTO_TCP, TCP_NODELAY (Linux; MicroPython has no names)
 _CONNACK = {1: "unsupported protocol version", 2: "client id rejected",
             3: "broker unavailable", 4: "bad username or password", 5: "not authorised"}
 
 
+class ProtocolError(Exception):
+    """The broker sent something that is not MQTT 3.1.1: the connection is dropped."""
+
+
 class _Client(MQTTClient):
-    """umqtt.simple's client with IO_TIMEOUT_S on every socket it opens.
+    """umqtt.simple's client with IO_TIMEOUT_S and TCP_NODELAY on every socket it opens,
+    one SUBSCRIBE for all our topics, and a receive path that never blocks.
 
     umqtt assigns `self.sock` for the TCP socket and again for the TLS wrapper;
     catching the assignment puts the timeout in place before connect() and the
-    TLS handshake, which umqtt runs with no timeout of its own.
+    TLS handshake, which umqtt runs with no timeout of its own. Without
+    TCP_NODELAY each of umqtt's small writes waits for the broker's (delayed) ACK
+    of the one before.
     """
+
+    def __init__(self, rx, topic_room, clock, *args):
+        self._tcp = None               # the TCP socket (under TLS, the one beneath)
+        MQTTClient.__init__(self, *args)
+        self.rx = rx                   # body buffer: 2 + topic room + 2 + payload room
+        self.rx_view = memoryview(rx)
+        self.topic_room = topic_room
+        self.payload_room = len(rx) - 4 - topic_room
+        self.skip = bytearray(RX_CHUNK)   # header bytes and skipped bytes land here
+        self.clock = clock
+        self.on_skipped = None         # (topic, payload head, payload size) of a skipped message
+        self.sub_count = 0
+        self.pos = 0
+        self._next_packet()
 
     @property
     def sock(self):
@@ -57,19 +91,205 @@ class _Client(MQTTClient):
                 s.settimeout(IO_TIMEOUT_S)
             except (AttributeError, OSError):
                 pass  # a TLS wrapper without settimeout: the socket under it has one
+            if self._tcp is None:
+                self._tcp = s
+                try:
+                    s.setsockopt(TCP_NODELAY[0], TCP_NODELAY[1], 1)
+                except (AttributeError, OSError):
+                    pass  # not Linux TCP: Nagle stays on
         self._sock = s
+
+    def ack_now(self):
+        """Have the kernel ACK what we read at once (it drops back to delayed ACKs on
+        its own, so this follows every read); with no TCP_QUICKACK, stop asking."""
+        if self._tcp is not None:
+            try:
+                self._tcp.setsockopt(TCP_NODELAY[0], TCP_QUICKACK, 1)
+            except (AttributeError, OSError):
+                self._tcp = None
+
+    def subscribe_all(self, topics):
+        """One SUBSCRIBE (QoS 1, packet id 1: the only one on this connection) for all
+        `topics`; its SUBACK comes through wait_msg()."""
+        body = bytearray(b"\0\1")
+        for t in topics:
+            body.append(len(t) >> 8)
+            body.append(len(t) & 0xff)
+            body.extend(t)
+            body.append(1)
+        self.sub_count = len(topics)
+        n = len(body)
+        head = bytearray(b"\x82")
+        while n > 0x7f:
+            head.append(n & 0x7f | 0x80)
+            n >>= 7
+        head.append(n)
+        self.sock.write(head + body)
+
+    # --- receiving: one packet at a time, across as many wakeups as it takes -------
+    def _next_packet(self):
+        self.op = 0            # the packet's first byte; 0 (reserved) until it comes
+        self.length = 0        # its remaining length, as far as read
+        self.shift = 0         # bits of the length read; -1 once it is complete
+        self.got = 0           # body bytes read
+        self.deadline = None   # clock() by which the whole packet must be in
+        self.drained = True    # the last read found the socket empty (or the packet done)
+
+    def wait_msg(self, reads=RX_READS_PER_WAKEUP):
+        """Read what the socket has now (at most `reads` reads), never waiting for more,
+        and handle the packet once it is complete. Returns its type (PUBLISH, SUBACK,
+        PINGRESP) or None while it is incomplete: `drained` then says whether the socket
+        ran dry (else call again: the read budget was spent). ProtocolError for what is
+        not MQTT, OSError when the broker closed the connection."""
+        sock = self.sock
+        sock.setblocking(False)
+        try:
+            done = self._read(sock, reads)
+        finally:
+            sock.setblocking(True)   # writes (answers, publications) may block, timed out
+        if not done:
+            return None
+        op, length = self.op, self.length
+        self._next_packet()
+        kind = op & 0xf0
+        if kind == PUBLISH:
+            self._publish_in(op, length)
+        elif kind == SUBACK:
+            rx = self.rx
+            if rx[0] << 8 | rx[1] != 1:
+                raise ProtocolError("a SUBACK for a subscription never asked for")
+            for i in range(self.sub_count):
+                if rx[2 + i] & 0x80:
+                    raise ProtocolError("the broker refused the subscription (is this "
+                                        "client allowed to read the command topics?)")
+        return kind
+
+    def _read(self, sock, reads):
+        """Advance the packet by at most `reads` reads; True once complete."""
+        self.drained = False
+        for _ in range(reads):
+            if self.shift >= 0:          # the fixed header: type, then 1 to 4 length bytes
+                if not self._arrived(sock.readinto(self.skip, 1)):
+                    return False
+                b = self.skip[0]
+                if not self.op:
+                    self._begin(b)
+                    continue
+                if self.shift == 21 and b & 0x80:
+                    raise ProtocolError("a remaining length of more than 4 bytes")
+                self.length |= (b & 0x7f) << self.shift
+                if b & 0x80:
+                    self.shift += 7
+                    continue
+                self._sized()
+            elif self.got < self.length:
+                n = self._window()
+                if self.pos < 0:
+                    n = sock.readinto(self.skip, min(n, RX_CHUNK))
+                elif self.pos:
+                    n = sock.readinto(self.rx_view[self.pos:self.pos + n])
+                else:
+                    n = sock.readinto(self.rx, n)
+                if not self._arrived(n):
+                    return False
+                self.got += n
+            if self.shift < 0 and self.got >= self.length:
+                self.drained = True
+                return True
+        return False
+
+    def _arrived(self, n):
+        if n is None:                    # nothing more there now
+            self.drained = True
+            return False
+        if n == 0:
+            raise OSError("connection closed by the broker")
+        return True
+
+    def _begin(self, b):
+        kind = b & 0xf0
+        if kind == PUBLISH:
+            if b & 4:                    # we subscribe with QoS 1: QoS 2 (or 3) is wrong
+                raise ProtocolError("a PUBLISH with QoS %d" % (b >> 1 & 3))
+        elif b != SUBACK and b != PINGRESP:
+            raise ProtocolError("unexpected packet type 0x%02x" % b)
+        self.op = b
+        self.deadline = ticks_add(self.clock(), IO_TIMEOUT_S * 1000000)
+
+    def _sized(self):
+        self.shift = -1
+        n = self.length
+        kind = self.op & 0xf0
+        if kind == PUBLISH:
+            if n < (4 if self.op & 6 else 2):
+                raise ProtocolError("a PUBLISH of %d bytes" % n)
+            extra = min(n // RX_MIN_RATE, RX_MAX_EXTRA_S)
+            if extra:
+                self.deadline = ticks_add(self.deadline, extra * 1000000)
+        elif n != (2 + self.sub_count if kind == SUBACK else 0):
+            raise ProtocolError("a packet of type 0x%02x with %d bytes" % (self.op, n))
+
+    def _window(self):
+        """How many of the next body bytes to read in one go, and where to (self.pos in
+        rx, or -1: skip them). A PUBLISH keeps its topic length, the first topic_room
+        bytes of its topic, then its packet id and the first MAX_PAYLOAD bytes of its
+        payload (both at 2 + topic_room); the rest is skipped."""
+        got = self.got
+        self.pos = got
+        if self.op & 0xf0 != PUBLISH:
+            return self.length - got
+        if got < 2:
+            return 2 - got
+        rx = self.rx
+        start = 2 + (rx[0] << 8 | rx[1])        # the packet id or the payload
+        if start + (2 if self.op & 6 else 0) > self.length:
+            raise ProtocolError("a PUBLISH whose topic runs past its end")
+        if got < start:
+            kept = min(start, 2 + self.topic_room)
+            if got < kept:
+                return kept - got
+            self.pos = -1
+            return start - got
+        off = got - start
+        kept = min(self.length - start, 2 + self.payload_room)
+        if off < kept:
+            self.pos = 2 + self.topic_room + off
+            return kept - off
+        self.pos = -1
+        return self.length - got
+
+    def _publish_in(self, op, length):
+        """A complete PUBLISH: to the callback, or to on_skipped when it was too big."""
+        rx, view = self.rx, self.rx_view
+        topic_len = rx[0] << 8 | rx[1]
+        at = 2 + self.topic_room
+        size = length - 2 - topic_len
+        if op & 6:
+            pid = rx[at] << 8 | rx[at + 1]
+            at += 2
+            size -= 2
+        topic = bytes(view[2:2 + min(topic_len, self.topic_room)])
+        payload = bytes(view[at:at + min(size, self.payload_room)])
+        if topic_len > self.topic_room or size > self.payload_room:
+            self.on_skipped(topic, topic_len, payload, size)
+        else:
+            self.cb(topic, payload)
+        if op & 6:                       # QoS 1: acknowledge, skipped or not
+            ack = self.skip
+            ack[0], ack[1], ack[2], ack[3] = 0x40, 2, pid >> 8, pid & 0xff
+            self.sock.write(ack, 4)
 
 
 def heartbeat_s(keepalive, state_interval):
     """(heartbeat period, ping answer deadline) in seconds.
 
-    A ping goes out every heartbeat and must be answered within the deadline;
-    heartbeat + deadline <= keepalive, so a dead broker is noticed within one
-    keepalive period. The periodic state rides on the same wakeups.
+    A ping goes out every heartbeat, at most one keepalive period after the last
+    (the broker allows 1.5 periods), and must be answered within the deadline, so a
+    dead broker is noticed within keepalive + deadline. One wakeup per keepalive
+    period: the periodic state rides on the same wakeups.
     """
     answer = min(3, max(1, keepalive // 4))
-    period = min(keepalive - answer, state_interval, MAX_HEARTBEAT_S)
-    return max(1, period), answer
+    return min(keepalive, state_interval, MAX_HEARTBEAT_S), answer
 
 
 class Session:
@@ -85,9 +305,23 @@ class Session:
         self.t_error = (self.base + "/error").encode()
         self.t_ha_status = (m["discovery_prefix"] + "/status").encode()
         self.client_id = m["client_id"] or "camagent-" + self.device_id
+        # every command topic is <base>/<word>/<word>, and our own publications are
+        # one level deep: <base>/+/+ takes every command (and typo) without their echo.
+        # <base>/state shows another agent on our base (instance.py), and brings our
+        # own states back: TCP_NODELAY and quick ACKs keep that echo from delaying
+        # the commands behind it
+        self._topics = [self._prefix_b + b"+/+", self.t_state]
+        if m["discovery"]:
+            self._topics.append(self.t_ha_status)
+        # one receive buffer for the life of the agent: the topics we take, and a
+        # payload as big as a state document
+        self._topic_room = max(len(self._prefix_b) + TOPIC_ROOM, len(self.t_ha_status))
+        self._rx = bytearray(2 + self._topic_room + 2 + RX_PAYLOAD)
         self.presets = Presets(camera.state_dir + "/presets.json")
         self.commands = Commands(camera, self.presets, m["move_increment_deg"])
         self.status = Status(cfg["proc_root"])
+        self._proc_root = cfg["proc_root"]
+        self.instance = Instance(self.device_id, self.base)   # another agent on our base?
         self.discovery = None
         if m["discovery"]:
             self.discovery = Discovery(m["discovery_prefix"], self.base, self.device_id,
@@ -98,7 +332,7 @@ class Session:
         self._beats_per_state = max(1, (m["state_interval"] + period // 2) // period)
         self._beats = 0
         self._started_s = self.status.uptime()
-        self._status = self.status.read()
+        self._read_status()
         self.client = None
         self.connected = False
         self.connects = 0          # successful connections, for tests and the log
@@ -108,10 +342,12 @@ class Session:
         self._problem = None
         self._beat_at = None       # next heartbeat (ping, maybe periodic state)
         self._answer_by = None     # outstanding ping must be answered by then
-        self._pong = False         # the last packet read was the ping's answer
-        self._delivered = False    # the last packet read was a message for us
+        self._pong = False         # the ping's answer has come
+        self._subscribed = False   # the SUBACK has come
+        self._healthy_at = None    # the connection has lasted long enough: reset the backoff
         self._publish_at = None    # coalesced state publication
         self._publish_gap = MinGap(PUBLISH_GAP_US)
+        self._head = bytearray(7)   # a PUBLISH's fixed header and topic length
         self._presets_seen = self.presets.changes
         self.held = None   # a snapshot.Relay mid-packet: other publications wait for it
         if camera.majestic is not None:
@@ -134,9 +370,21 @@ class Session:
                     self._connect(now)
             self._schedule()
             return
+        client = self.client
+        if client.deadline is not None and ticks_diff(now, client.deadline) >= 0:
+            self._lost("a packet from the broker did not arrive whole in time (%d of %d "
+                       "bytes)" % (client.got, client.length))
+            return
+        if not client.drained:
+            self._on_readable()   # a wakeup's read budget ran out: go on with the rest
+            if not self.connected:
+                return
         if self._answer_by is not None and ticks_diff(now, self._answer_by) >= 0:
             self._lost("no answer to ping within %d s" % (self._answer_us // 1000000))
             return
+        if self._healthy_at is not None and ticks_diff(now, self._healthy_at) >= 0:
+            self._healthy_at = None
+            self._attempts = 0   # this broker works: the next trouble starts from 1 s
         if self.held is not None:   # a snapshot is mid-packet: pings and state wait
             self.due = ticks_add(now, BUSY_RETRY_US)
             return
@@ -150,8 +398,11 @@ class Session:
         if not self.connected:
             self.due = self._retry_at
             return
+        if not self.client.drained:
+            self.due = self.cam.now()
+            return
         due = self._beat_at
-        for t in (self._answer_by, self._publish_at):
+        for t in (self._answer_by, self._publish_at, self.client.deadline, self._healthy_at):
             if t is not None and ticks_diff(t, due) < 0:
                 due = t
         self.due = due
@@ -168,11 +419,13 @@ class Session:
     def _connect(self, now):
         m = self.cfg
         tls = m["tls"]
-        client = _Client(self.client_id.encode(), m["host"], m["port"],
+        client = _Client(self._rx, self._topic_room, self.cam.now, self.client_id.encode(),
+                         m["host"], m["port"],
                          m["username"].encode() if m["username"] else None,
                          m["password"].encode(), m["keepalive"], tls["enabled"],
                          _ssl_params(tls, m["host"]) if tls["enabled"] else {})
         client.set_callback(self._on_message)
+        client.on_skipped = self._on_skipped
         client.set_last_will(self.t_avail, b"offline", retain=True, qos=1)
         self.client = client
         try:
@@ -183,25 +436,29 @@ class Session:
             self._answer_by = None
             self._beat_at = ticks_add(now, self._beat_us)
             self._beats = 0
-            client.subscribe(self._prefix_b + b"+/+/#", 1)   # see FIRST_LEVELS
-            for word in FIRST_LEVELS:
-                client.subscribe(self._prefix_b + word.encode(), 1)
-            if self.discovery:
-                client.subscribe(self.t_ha_status, 1)
+            self._poller = select.poll()
+            self._poller.register(client.sock, select.POLLIN)
+            client.subscribe_all(self._topics)
+            self._subscribed = False
+            self._wait_for("_subscribed", IO_TIMEOUT_S * 1000)
+            if not self.connected:
+                return   # lost while subscribing: logged and retried already
+            if not self._subscribed:
+                raise OSError("no SUBACK within %d s" % IO_TIMEOUT_S)
         except Exception as e:
             self._close_socket()
             self._retry(now, _describe(e))
             return
         self.connects += 1
-        self._attempts = 0
+        # the backoff resets only once this connection has proved itself: a broker
+        # that accepts and then misbehaves is retried ever more slowly
+        self._healthy_at = ticks_add(now, HEALTHY_S * 1000000)
         self._problem = None
         self._log("connected to %s:%d as %s" % (m["host"], m["port"], self.client_id))
         self.cam.loop.watch(client.sock, self._on_readable)
-        self._poller = select.poll()
-        self._poller.register(client.sock, select.POLLIN)
         self._publish(self.t_avail, b"online", True)
+        self._read_status()
         self._publish_discovery()
-        self._status = self.status.read()
         self._publish_state(now)
 
     def _retry(self, now, why):
@@ -236,6 +493,7 @@ class Session:
             self.held = None
         self._answer_by = None
         self._publish_at = None
+        self._healthy_at = None
         self._poller = None
         if client is None or client.sock is None:
             return
@@ -265,7 +523,8 @@ class Session:
         self._beats += 1
         if self._beats >= self._beats_per_state:
             self._beats = 0
-            self._status = self.status.read()
+            if self._read_status():
+                self._publish_discovery()   # the device's URLs follow a new address
             self._publish_state(now)
             if not self.connected:
                 return
@@ -278,55 +537,59 @@ class Session:
         self._answer_by = ticks_add(now, self._answer_us)
         self._pong = False
         if not self.cam.busy:
-            # idle: take the answer in this same wakeup instead of a second one (our
-            # own periodic state, echoed back by <base>/#, may come first)
-            end = ticks_add(ticks_ms(), PING_WAIT_MS)
-            while self.connected and not self._pong:
-                left = ticks_diff(end, ticks_ms())
-                ready = False
-                for obj, event in ipoll(self._poller, max(left, 0)):
-                    ready = True
-                    break
-                if not ready:
-                    break
-                self._on_readable()
+            # idle: take the answer in this same wakeup instead of a second one (a
+            # command may come first)
+            self._wait_for("_pong", PING_WAIT_MS)
+
+    def _wait_for(self, flag, wait_ms):
+        """Read packets for up to wait_ms until the attribute `flag` is set."""
+        end = ticks_add(ticks_ms(), wait_ms)
+        while self.connected and not getattr(self, flag):
+            left = ticks_diff(end, ticks_ms())
+            ready = False
+            for obj, event in ipoll(self._poller, max(left, 0)):
+                ready = True
+                break
+            if not ready:
+                break
+            self._on_readable()
 
     # --- receiving ------------------------------------------------------------------
     def _on_readable(self):
-        """The socket has data: handle the packets already there, then return."""
+        """The socket has data: take what is there now, at most MAX_PACKETS_PER_WAKEUP
+        packets, without waiting for the rest of a packet."""
         count = 0
+        client = self.client
+        reads = RX_READS_BUSY if self.cam.busy else RX_READS_PER_WAKEUP
         while self.connected and count < MAX_PACKETS_PER_WAKEUP:
-            self._delivered = False
             try:
-                op = self.client.wait_msg()
+                kind = client.wait_msg(reads)
             except Exception as e:
                 self._lost("read failed: %s" % _describe(e))
                 return
-            if op is not None:   # umqtt left an unexpected packet half-read
-                self._lost("unexpected packet type 0x%02x from broker" % op)
-                return
-            self._pong = not self._delivered   # umqtt returns None for both kinds
-            self._answer_by = None   # any packet proves the broker alive
-            count += 1
-            if not self._more_buffered():
+            if kind is None:
+                if client.op:
+                    self._answer_by = None   # a packet is coming: the broker is alive
                 break
+            self._answer_by = None   # any packet proves the broker alive
+            if kind == PINGRESP:
+                self._pong = True
+            elif kind == SUBACK:
+                self._subscribed = True
+            count += 1
+        if self.connected:
+            client.ack_now()
+        if count >= MAX_PACKETS_PER_WAKEUP:
+            client.drained = False   # more may be buffered (TLS): go on at the next tick
         self._schedule()
 
-    def _more_buffered(self):
-        if not self.connected:
-            return False
-        pending = getattr(self.client.sock, "pending", None)   # CPython TLS buffers
-        if pending is not None and pending():
-            return True
-        for obj, event in ipoll(self._poller, 0):
-            return True
-        return False
-
     def _on_message(self, topic, msg):
-        self._delivered = True
         if topic.startswith(self._prefix_b):
             suffix = topic[len(self._prefix_b):]
-            if suffix in _OWN:
+            if suffix == b"state":   # ours echoed, or another agent's on our base?
+                if self.instance.seen(msg):
+                    self._log(self.instance.problem)
+                    self._changed()
                 return
             try:
                 name = suffix.decode()
@@ -344,12 +607,24 @@ class Session:
                 self._presets_seen = self.presets.changes
                 if self.discovery:
                     topic, doc = self.discovery.preset_document(self.presets.names())
-                    self._publish(topic.encode(), doc.encode(), True)
+                    self._publish_pieces(topic, doc)
         elif topic == self.t_ha_status and msg.strip().lower() == b"online":
             # Home Assistant (re)started: it has lost nothing retained, but may have
             # dropped entities whose config it saw while not ready
             self._publish_discovery()
             self._publish_state(self.cam.now())
+
+    def _on_skipped(self, topic, topic_len, head, size):
+        """A message too big to take was skipped unread: answer it, once per delivery."""
+        if topic == self.t_state:
+            return   # not a state we could read: no agent of ours sent it
+        if topic_len > len(topic):
+            why = "topic is %d bytes; at most %d accepted" % (topic_len, len(topic))
+        else:
+            why = "payload is %d bytes; at most %d accepted" % (size, MAX_PAYLOAD)
+        if topic.startswith(self._prefix_b):
+            self.commands.rejected += 1
+        self._publish(self.t_error, error_document(topic, head, why).encode())
 
     # --- publishing -----------------------------------------------------------------
     def _publish(self, topic, payload, retain=False):
@@ -365,22 +640,79 @@ class Session:
             return False
         return True
 
+    def publish(self, topic, payload, retain=False):
+        """For the agent's other publishers (motion): False when it did not go out."""
+        return self._publish(topic, payload, retain)
+
+    def after_local_command(self):
+        """A command from the local channel (ONVIF) ran: publish as after an MQTT one."""
+        self._changed()
+        if self.presets.changes != self._presets_seen:
+            self._presets_seen = self.presets.changes
+            if self.discovery:
+                topic, doc = self.discovery.preset_document(self.presets.names())
+                self._publish_pieces(topic, doc)
+
+    def _publish_pieces(self, topic, pieces):
+        """A retained QoS 0 PUBLISH written piece by piece (the discovery documents):
+        the payload is never joined into one copy on the heap, and the fixed header
+        goes through one reused buffer."""
+        if not self.connected:
+            return False
+        size = 2 + len(topic)
+        for piece in pieces:
+            size += len(piece)
+        head = self._head
+        head[0] = 0x31                 # PUBLISH, QoS 0, retained
+        n = 1
+        while True:                    # the remaining length, 7 bits a byte
+            head[n] = size & 0x7f | (0x80 if size > 0x7f else 0)
+            n += 1
+            size >>= 7
+            if not size:
+                break
+        head[n] = len(topic) >> 8
+        head[n + 1] = len(topic) & 0xff
+        try:
+            write = self.client.sock.write
+            write(head, n + 2)
+            write(topic)
+            for piece in pieces:
+                if piece:
+                    write(piece)
+        except Exception as e:
+            self._lost("publish failed: %s" % _describe(e))
+            return False
+        return True
+
     def _publish_discovery(self):
         if not self.discovery:
             return
         for topic, doc in self.discovery.documents(self.cam.axes, self.presets.names()):
-            if not self._publish(topic.encode(), doc.encode(), True):
+            if not self._publish_pieces(topic, doc):
                 return
+
+    def _read_status(self):
+        """The periodic figures and the camera's address; True if the address changed."""
+        self._status = self.status.read()
+        ip = camera_ip(self._proc_root)
+        self._status.update(video_urls(ip))
+        return self.discovery is not None and self.discovery.set_ip(ip)
 
     def state_document(self):
         doc = self.cam.hardware_state()
-        if self.presets.load_error:
-            doc["problems"].append(self.presets.load_error)
+        for problem in (self.presets.load_error, self.instance.problem):
+            if problem:
+                doc["problems"].append(problem)
+        self.instance.stamp(doc)
         presets = {}
         for name, pos in self.presets.items.items():
             presets[name] = {"pan": self.cam.pan.steps_to_deg(pos[0]),
                              "tilt": self.cam.tilt.steps_to_deg(pos[1])}
         doc["presets"] = presets
+        # the preset the camera is at, for HA's preset select; None once it moves away
+        doc["preset"] = None if self.cam.moving else \
+            self.presets.at(self.cam.pan.steps, self.cam.tilt.steps)
         doc["light"] = self.cam.ir.light
         up = self.status.uptime()
         doc["uptime"] = up - self._started_s if up is not None and self._started_s is not None \
@@ -391,8 +723,23 @@ class Session:
         doc.update(self._status)
         return doc
 
+    def publish_now(self):
+        """Faults not yet reported, then the state, at once (the agent is stopping)."""
+        self._publish_state(self.cam.now())
+
+    def _report_faults(self):
+        """Each device fault once on <base>/error, also those found before connecting."""
+        pending = self.cam.unreported
+        while pending:
+            device, why = pending[0]
+            doc = error_document(self._prefix_b + device.encode(), b"", why)
+            if not self._publish(self.t_error, doc.encode()):
+                return
+            pending.pop(0)
+
     def _publish_state(self, now):
         self._publish_at = None
+        self._report_faults()
         if self._publish(self.t_state, json.dumps(self.state_document()).encode(), True):
             self._publish_gap.mark(now)
             if self.cam.moving:
@@ -412,6 +759,10 @@ def _jitter16(now):
 
 
 def _describe(e):
+    if isinstance(e, ProtocolError):
+        return "protocol error: %s" % e
+    if isinstance(e, (AssertionError, IndexError)):   # umqtt's CONNACK check
+        return "no valid CONNACK: is it an MQTT broker?"
     if isinstance(e, MQTTException) and e.args:
         code = e.args[0]
         return "broker refused the connection: %s" % _CONNACK.get(code, "code %s" % code)

@@ -9,34 +9,76 @@ deferred save after the burst marks it at rest again.
 import json
 import os
 
-from .compat import MinGap, ticks_add
+from .compat import MinGap, read_text, reason, ticks_add
+
+# A state file holds a few hundred bytes; a bigger one is damaged, and is not read
+STATE_FILE_LIMIT = 4096
 
 
 def read_json(path):
-    """The parsed file, or None when it is missing or unreadable."""
+    """The parsed JSON file `path`: None when it is missing, ValueError saying why
+    when it cannot be used (too big, not UTF-8, not JSON, nested too deeply)."""
     try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
+        text = read_text(path, STATE_FILE_LIMIT)
+    except OSError as e:
+        raise ValueError("cannot read it: %s" % reason(e))
+    except UnicodeError:
+        raise ValueError("not JSON (invalid UTF-8)")
+    if text is None:
         return None
+    try:
+        return parse_json(text)
+    except ValueError as e:
+        raise ValueError("not JSON (%s)" % e)
+
+
+def parse_json(text):
+    """json.loads, with every way it fails as ValueError saying why."""
+    try:
+        return json.loads(text)
+    except (RuntimeError, MemoryError):
+        # CPython's RecursionError is a RuntimeError; MicroPython's parser builds deep
+        # nesting on the heap and runs out
+        raise ValueError("nested too deeply for the memory left")
 
 
 def write_json(path, obj):
     """Write via a temporary file and rename, so a crash leaves the old or the new file."""
+    _check_writable(path.rsplit("/", 1)[0] or "/")
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         f.write(json.dumps(obj))
     os.rename(tmp, path)
 
 
-def ensure_dir(path):
+def _check_writable(directory):
+    """OSError unless `directory` is there on a file system that takes a new file. Found
+    out without open(): one that fails costs fd 0 on MicroPython 1.22.0 (see
+    compat.read_text), and a read-only or full state_dir would fail every save."""
+    if os.stat(directory)[0] & 0o170000 != 0o040000:
+        raise OSError(20, directory)          # ENOTDIR
     try:
-        os.stat(path)
+        st = os.statvfs(directory)
+    except OSError:
+        return              # a port without statvfs (WASI): open() will tell
+    if st[8] & 1:
+        raise OSError(30, directory)          # ST_RDONLY: EROFS
+    if st[3] == 0:
+        raise OSError(28, directory)          # no free block: ENOSPC
+
+
+def ensure_dir(path):
+    """Make directory `path` and its missing parents; OSError when that cannot be done."""
+    try:
+        mode = os.stat(path)[0]
     except OSError:
         parent = path.rsplit("/", 1)[0]
         if parent and parent != path:
             ensure_dir(parent)
         os.mkdir(path)
+        return
+    if mode & 0o170000 != 0o040000:
+        raise OSError(20, path)     # ENOTDIR: a file is in the way
 
 
 def _is_int(value):
@@ -80,13 +122,12 @@ class PositionStore:
         """The saved positions when the file holds a trusted rest position for every
         axis, else None (the axes start at park, not homed). A damaged file is reported
         in `error`, never raised: a bad sector must not stop the agent starting."""
-        data = read_json(self.path)
+        try:
+            data = read_json(self.path)
+        except ValueError as e:
+            return self._damaged(str(e))
         if data is None:
-            try:
-                os.stat(self.path)
-            except OSError:
-                return None      # none saved yet
-            return self._damaged("not JSON")
+            return None          # none saved yet
         if not isinstance(data, dict) or not isinstance(data.get("at_rest"), bool):
             return self._damaged("not a position file")
         self._at_rest_on_disk = data["at_rest"]
@@ -137,7 +178,7 @@ class PositionStore:
             write_json(self.path, doc)
         except OSError as e:
             # losing the saved position only costs a homing; keep driving the motors
-            self.write_error = "cannot save position to %s: %s" % (self.path, e)
+            self.write_error = "cannot save position to %s: %s" % (self.path, reason(e))
             self._cam.changed()
             return
         self.write_error = None

@@ -27,6 +27,10 @@ class Power:
         self._sd.set(0)
         self.due = None
 
+    def out_of_service(self, device=None):
+        """The SD reset line failed: end the pulse (the camera writes the line low)."""
+        self.due = None
+
     def release(self):
         """Shutdown: end a reset pulse early, or the reader stays in reset."""
         self.due = None

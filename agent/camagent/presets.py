@@ -4,9 +4,8 @@ Positions are stored in half-steps, the motors' own unit, so a preset keeps
 pointing at the same spot if the degree calibration is changed later. Names are
 display text only (they become Home Assistant select options), never paths.
 """
-import os
-
-from .persist import read_json, write_json
+from .compat import reason
+from .persist import _is_int, read_json, write_json
 
 MAX_PRESETS = 16
 MAX_NAME = 24
@@ -38,17 +37,15 @@ class Presets:
         self._load()
 
     def _load(self):
-        data = read_json(self.path)
+        try:
+            data = read_json(self.path)
+        except ValueError as e:    # a hand edit, a bad sector: reported, never raised
+            return self._damaged(str(e))
         if data is None:
-            try:
-                os.stat(self.path)
-            except OSError:
-                return      # none saved yet
-            # there but not JSON (a hand edit, a bad sector): reported below
+            return      # none saved yet
         entries = data.get("presets") if isinstance(data, dict) else None
         if not isinstance(entries, dict):
-            self.load_error = "%s is not a presets file; starting with no presets" % self.path
-            return
+            return self._damaged("not a presets file")
         for name, pos in entries.items():
             # a hand-edited or damaged entry is skipped, the rest are kept
             try:
@@ -58,6 +55,9 @@ class Presets:
                 continue
             if _is_int(pan) and _is_int(tilt) and len(self.items) < MAX_PRESETS:
                 self.items[name] = (pan, tilt)
+
+    def _damaged(self, why):
+        self.load_error = "%s is damaged (%s); starting with no presets" % (self.path, why)
 
     def names(self):
         return sorted(self.items)
@@ -69,6 +69,14 @@ class Presets:
             if key.lower() == low:
                 return key
         return None
+
+    def at(self, pan_steps, tilt_steps):
+        """The preset at exactly this position (the first by name if several), or None."""
+        found = None
+        for name, pos in self.items.items():
+            if pos[0] == pan_steps and pos[1] == tilt_steps and (found is None or name < found):
+                found = name
+        return found
 
     def get(self, name):
         """(pan_steps, tilt_steps) of preset `name`; ValueError naming the saved ones."""
@@ -103,10 +111,6 @@ class Presets:
         try:
             write_json(self.path, {"presets": doc})
         except OSError as e:
-            raise ValueError("cannot write %s (%s); presets unchanged" % (self.path, e))
+            raise ValueError("cannot write %s (%s); presets unchanged" % (self.path, reason(e)))
         self.items = items
         self.changes += 1
-
-
-def _is_int(v):
-    return isinstance(v, int) and not isinstance(v, bool)

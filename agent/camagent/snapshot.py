@@ -48,8 +48,8 @@ def publish_head(topic, body_len, retain=False):
 
 
 class _Deferred:
-    """The MQTT socket as umqtt sees it while a snapshot is half-written: reads go
-    straight through, its own writes (PUBACKs) wait for the end of the packet. The
+    """The MQTT socket as the client sees it while a snapshot is half-written: reads
+    go straight through, its own writes (PUBACKs) wait for the end of the packet. The
     broker sends at most its in-flight limit of QoS 1 messages unacknowledged, so
     what waits stays small."""
 
@@ -62,6 +62,9 @@ class _Deferred:
 
     def read(self, n):
         return self.sock.read(n)
+
+    def readinto(self, buf, n=-1):
+        return self.sock.readinto(buf) if n < 0 else self.sock.readinto(buf, n)
 
     def setblocking(self, flag):
         self.sock.setblocking(flag)

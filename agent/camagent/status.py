@@ -6,6 +6,9 @@ and the demo can point them at a fake tree.
 """
 import os
 
+from .compat import read_text
+
+_LIMIT = 32768  # /proc/mounts can be long on a desktop; on the camera each file is ~1.5 KB
 _SD_DEVICE = "/dev/mmcblk"   # the SD card reader's block devices
 
 
@@ -77,9 +80,8 @@ class Status:
 
 def _lines(path):
     try:
-        with open(path) as f:
-            return f.read().split("\n")
-    except (OSError, UnicodeError):
+        return (read_text(path, _LIMIT) or "").split("\n")
+    except (OSError, ValueError):    # UnicodeError is a ValueError
         return []
 
 

@@ -250,12 +250,28 @@ class Stepper:
         if failed:
             raise failed
 
-    def _finish(self):
+    def out_of_service(self, device=None):
+        """A coil line failed: no further step, and a position reached by a move that
+        broke off is no longer trusted. The camera writes the lines low."""
+        if self.homing:
+            self.homing = False
+            self.steps = self.park
+        self.target = self.steps
+        if self._halt():
+            self.homed = False
+            self._cam.motion_finished()
+
+    def _halt(self):
+        """No further step; True if the axis was moving."""
         was_moving = self.moving
         self.due = None
         self.moving = False
         self._level = 0
         self._dir = 0
+        return was_moving
+
+    def _finish(self):
+        was_moving = self._halt()
         try:
             self.release()
         finally:

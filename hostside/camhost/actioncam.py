@@ -19,6 +19,7 @@ import urllib.request
 
 from . import actioncam_wire as wire
 from .errors import CamhostError
+from .mqttclient import BROKER_ENV, default_broker
 
 DEFAULT_HOST = "192.168.100.1"
 CONTROL_PORT = 6666
@@ -453,12 +454,23 @@ def register(subparsers):
     s.add_argument("--rtsp-port", type=int, default=8554, metavar="PORT")
     s.add_argument("--preview-port", type=int, default=PREVIEW_PORT, metavar="PORT")
     s.add_argument("--mtu", type=int, default=1400)
-    b = sub.add_parser("bridge", help="the camera on MQTT (not built yet)")
-    b.add_argument("--broker", metavar="URL", help="mqtt://[user[:password]@]host[:port]")
-    b.add_argument("--device", metavar="ID", help="device id (default actioncam-<host>)")
+    b = sub.add_parser("bridge", help="the camera on MQTT and in Home Assistant")
+    b.add_argument("--broker", default=default_broker(), metavar="URL",
+                   help="mqtt[s]://[user[:password]@]host[:port] (default $%s or "
+                        "%%(default)s)" % BROKER_ENV)
+    b.add_argument("--device-id", "--device", dest="device_id", metavar="ID",
+                   help="device id in the topics (default actioncam-<host>)")
     b.add_argument("--prefix", default="camagent")
-    b.add_argument("--rtsp-url", metavar="URL", help="published as the stream's address")
-    b.add_argument("--poll", type=float, default=5.0, metavar="S", help="state refresh period")
+    b.add_argument("--discovery-prefix", default="homeassistant", metavar="PREFIX")
+    b.add_argument("--poll", type=float, default=5.0, metavar="S",
+                   help="seconds between camera polls (default %(default)s)")
+    b.add_argument("--rtsp-port", type=int, metavar="PORT",
+                   help="also serve the preview over RTSP, as `serve` does")
+    b.add_argument("--rtsp-host", default="127.0.0.1", metavar="ADDR")
+    b.add_argument("--rtsp-url", metavar="URL",
+                   help="the stream's address as published (default: the served one)")
+    b.add_argument("--preview-port", type=int, default=PREVIEW_PORT, metavar="PORT")
+    b.add_argument("--mtu", type=int, default=1400)
     p.set_defaults(func=main)
 
 
@@ -483,11 +495,13 @@ def main(args):
         host, port = discover(args.broadcast, ports, args.bind_port, args.timeout)
         print("%s (answered on port %d)" % (host, port))
         return 0
-    if cmd == "bridge":
-        # waits for the shared MQTT plumbing (camhost/bridge.py), not yet in this tree
-        raise CamhostError("the actioncam MQTT bridge is not built yet (it waits for "
-                           "camhost/bridge.py); the other subcommands work")
     cam = ActionCam(args.host, args.control_port, args.user, args.password, args.timeout)
+    if cmd == "bridge":
+        from . import actioncam_bridge
+        try:
+            return actioncam_bridge.run(args, cam)
+        finally:
+            cam.close()
     if cmd == "raw":
         msg_type = _int(args.type, "message type")
         if not 0 <= msg_type <= 0xFFFFFFFF:

@@ -14,6 +14,9 @@ from .errors import CamhostError
 # sign is +1 (added) or -1 (removed); squashed is None when not measured
 Change = namedtuple("Change", "sign label files raw squashed note")
 Use = namedtuple("Use", "partition used source")
+# Bytes a partition must keep free: the rootfs keeps room for an agent update in place
+# and for what a later release adds, so "fits" never means "fits by a few bytes".
+SPARE = {"rootfs": 32 * 1024}
 
 
 def fmt(n):
@@ -45,9 +48,11 @@ class Budget:
         return sum(c.sign * c.squashed for c in self.changes if c.squashed is not None)
 
     def overflows(self):
-        """[(Partition, bytes over)] for every partition whose content does not fit."""
-        return [(u.partition, u.used - u.partition.size)
-                for u in self.uses.values() if u.used > u.partition.size]
+        """[(Partition, bytes over)] for every partition whose content does not fit with
+        its SPARE bytes free."""
+        return [(u.partition, u.used + SPARE.get(u.partition.name, 0) - u.partition.size)
+                for u in self.uses.values()
+                if u.used + SPARE.get(u.partition.name, 0) > u.partition.size]
 
     def as_dict(self):
         """The changes and partitions, for the manifest."""
@@ -95,10 +100,12 @@ class Budget:
         over = self.overflows()
         if not over:
             return
-        lines = ["%s does not fit: %s bytes for its %s-byte partition, %s bytes over."
-                 % (p.name, fmt(self.uses[p.name].used), fmt(p.size), fmt(n)) for p, n in over]
+        lines = ["%s does not fit: %s bytes for its %s-byte partition%s, %s bytes over."
+                 % (p.name, fmt(self.uses[p.name].used), fmt(p.size),
+                    " less %s bytes kept free" % fmt(SPARE[p.name]) if p.name in SPARE else "",
+                    fmt(n)) for p, n in over]
         if self.suggestions:
-            lines.append("To make room:")
+            lines.append("Levers left to make room (measured on this firmware):")
             for label, squashed, loses in sorted(self.suggestions, key=lambda s: -(s[1] or 0)):
                 size = "about %s bytes" % fmt(squashed) if squashed is not None else "space"
                 lines += textwrap.wrap("%s frees %s; %s" % (label, size, loses), 88,

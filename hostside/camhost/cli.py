@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "flashcmds",  # camhost backup|flash|verify|restore   (flashrom)
     "console",    # camhost console|flash-uboot           (stock U-Boot over serial)
     "actioncam",  # camhost actioncam ... cheap wifi action cameras
+    "toupcam",    # camhost toupcam ...   ToupTek wifi microscope cameras
 )
 
 

@@ -8,6 +8,7 @@ of what is valid. Exit codes: 0 done, 1 the agent rejected the command,
 """
 import argparse
 import json
+import os
 import re
 import shutil
 import sys
@@ -145,7 +146,8 @@ def run(link, args, out):
         if args.json:
             out.write(json.dumps(agent.state, indent=2, sort_keys=True) + "\n")
         else:
-            out.write("\n".join(panel_lines(agent.id, agent.state, agent.availability)) + "\n")
+            out.write("\n".join(t if isinstance(t, str) else t[0] for t in
+                                 panel_lines(agent.id, agent.state, agent.availability)) + "\n")
         return 0
     if args.ctl_command == "watch":
         return watch(agent, out, args.count)
@@ -438,27 +440,48 @@ class Panel:
     def __init__(self, out, tty):
         self.out = out
         self.tty = tty
+        self.colour = tty and use_colour(out)
         self.height = 0
 
     def draw(self, lines):
+        """`lines`: strings, or (text, style) pairs for a line to stand out (see paint)."""
+        lines = [line if isinstance(line, tuple) else (line, None) for line in lines]
         if self.tty:
             width = shutil.get_terminal_size((80, 24)).columns
             text = ""
             if self.height:
                 text = "\x1b[%dF" % self.height   # back to the panel's first line
-            text += "\x1b[J" + "\n".join(line[:width - 1] for line in lines) + "\n"
+            # cut to the width before painting, so no colour code is cut off
+            text += "\x1b[J" + "\n".join(paint(t[:width - 1], style, self.colour)
+                                         for t, style in lines) + "\n"
             self.out.write(text)
             self.height = len(lines)
         else:
-            self.out.write(" | ".join(lines[1:4]) + "\n")
+            self.out.write(" | ".join(t for t, _ in lines[1:4]) + "\n")
         self.out.flush()
 
 
-def panel_lines(device, state, availability, last_error=None):
-    """The live view: a few lines that fit in 80 columns."""
+def use_colour(out):
+    """ANSI colour only on a terminal that has it, and never when NO_COLOR is set
+    (https://no-color.org)."""
+    return (out.isatty() and "NO_COLOR" not in os.environ
+            and os.environ.get("TERM", "dumb") != "dumb")
+
+
+def paint(text, style, colour):
+    """`text` in one of a few ANSI styles (ok, refused, failed, error), or as it is."""
+    code = {"ok": "32", "refused": "1;33", "failed": "1;31", "error": "31"}.get(style)
+    return "\x1b[%sm%s\x1b[0m" % (code, text) if colour and code else text
+
+
+def panel_lines(device, state, availability, last_error=None, age_s=0):
+    """The live view: a few lines that fit in 80 columns. `age_s`: how long ago the
+    state arrived, so the uptime moves between the agent's state publications."""
     st = state or {}
     pan, tilt = st.get("pan") or {}, st.get("tilt") or {}
     up = st.get("uptime")
+    if up is not None:
+        up += int(age_s)
     lines = ["%s  [%s]  camagent %s  up %s" % (device, availability or "?", st.get("version", "?"),
                                                "%d s" % up if up is not None else "?"),
              _axis_line("pan ", pan), _axis_line("tilt", tilt),
@@ -478,7 +501,7 @@ def panel_lines(device, state, availability, last_error=None):
         _size(st.get("memory_free")), _size(st.get("sd_free")), counts.get("accepted", 0),
         counts.get("rejected", 0)))
     if last_error:
-        lines.append("last error: " + last_error)
+        lines.append(("last error: " + last_error, "error"))
     return lines
 
 

@@ -17,7 +17,7 @@ import tempfile
 import threading
 import time
 
-from . import ctl
+from . import ctl, tools
 from .errors import CamhostError
 from .mqttclient import BrokerURL, Link
 from .simcam import SimCamera
@@ -85,7 +85,9 @@ def main(args):
             broker = PrivateBroker(work).start()
             url = BrokerURL(broker.url)
         _say(out, "broker: %s%s" % (url, "" if args.broker else " (private mosquitto)"))
-        sim = SimCamera(os.path.join(work, "camera"), majestic=True)
+        # no SD card: a simulated card would be a folder on this computer's disk, and
+        # the panel would show the host's free space as the camera's
+        sim = SimCamera(os.path.join(work, "camera"), sd_card=False, majestic=True)
         config = sim.write_config(device_id=args.device, mqtt=_agent_mqtt(url),
                                   speedup=args.speedup, night=PICTURE_NIGHT)
         agent = AgentProcess(config, os.path.join(work, "agent.log")).start()
@@ -108,6 +110,8 @@ def main(args):
             if not agent.alive():
                 failures.append("the agent exited: %s" % agent.tail())
         view.stop()
+        if not args.no_tour:
+            view.summary()
         view = None
         if failures:
             raise CamhostError("demo failed: %s" % "; ".join(failures))
@@ -153,7 +157,8 @@ def tour(link, device, view, pause, speedup):
                                 % " ".join(argv))
             view.result("ok: " + summary)
         except CamhostError as e:
-            view.result(("refused, as it should be: %s" if refused else "FAILED: %s") % e)
+            view.result(("refused, as it should be: %s" if refused else "FAILED: %s") % e,
+                        "refused" if refused else "failed")
             if not refused:
                 failures.append("ctl %s: %s" % (" ".join(argv), e))
         time.sleep(pause)
@@ -262,7 +267,7 @@ class PrivateBroker:
         return "mqtt://%s:%d" % (self.host, self.port)
 
     def start(self):
-        exe = shutil.which("mosquitto") or (os.path.exists("/usr/sbin/mosquitto") and "/usr/sbin/mosquitto")
+        exe = tools.which("mosquitto")
         if not exe:
             raise CamhostError("mosquitto is not installed: run `make deps` (Debian package "
                                "mosquitto), or give --broker URL")
@@ -359,7 +364,10 @@ class LiveView:
         self.panel = ctl.Panel(out, self.tty)
         self.step = ""
         self.outcome = ""
+        self.outcome_style = None
+        self.steps = []          # (step, outcome, style) of every finished step
         self.error = None
+        self._state_at = time.monotonic()   # when the last state arrived
         self._dirty = threading.Event()
         self._stop = threading.Event()
         self._thread = None
@@ -377,17 +385,21 @@ class LiveView:
         if topic == self.base + "/error":
             doc = ctl._json(payload) or {}
             self.error = doc.get("error")
+        elif topic == self.base + "/state":
+            self._state_at = time.monotonic()
         self._dirty.set()
 
     def note(self, step):
-        self.step, self.outcome = step, ""
+        self.step, self.outcome, self.outcome_style = step, "", None
         if not self.tty:
             self.out.write("> %s\n" % step)
             self.out.flush()
         self._dirty.set()
 
-    def result(self, text):
-        self.outcome = text
+    def result(self, text, style="ok"):
+        """The step's outcome; style "refused" or "failed" makes it stand out."""
+        self.outcome, self.outcome_style = text, style
+        self.steps.append((self.step, text, style))
         if not self.tty:
             self.out.write("  %s\n" % text)
             self.out.flush()
@@ -396,10 +408,25 @@ class LiveView:
     def _lines(self):
         state = ctl._json(self.link.last.get(self.base + "/state", b"")) or {}
         avail = self.link.last.get(self.base + "/availability", b"?").decode(errors="replace")
-        lines = ctl.panel_lines(self.device, state, avail, self.error)
+        lines = ctl.panel_lines(self.device, state, avail, self.error,
+                                age_s=time.monotonic() - self._state_at)
         if self.sim is not None:
             lines.append(self._pins())
-        return lines + ["", "tour: " + self.step, "      " + self.outcome]
+        return lines + ["", "tour: " + self.step, ("      " + self.outcome, self.outcome_style)]
+
+    def summary(self):
+        """What the tour did, one line a step: left on screen when the demo ends."""
+        ok = sum(1 for _, _, style in self.steps if style == "ok")
+        refused = sum(1 for _, _, style in self.steps if style == "refused")
+        failed = len(self.steps) - ok - refused
+        colour = self.panel.colour
+        lines = ["", "tour summary: %d steps: %d ok, %d refused as they should be, %d failed"
+                 % (len(self.steps), ok, refused, failed)]
+        for step, outcome, style in self.steps:
+            mark = {"ok": "ok     ", "refused": "refused", "failed": "FAILED "}[style]
+            lines.append("  %s  %s" % (ctl.paint(mark, style, colour), step))
+        self.out.write("\n".join(lines) + "\n")
+        self.out.flush()
 
     def _pins(self):
         """What the agent wrote to the simulated GPIO files, as a row of levels."""

@@ -20,7 +20,7 @@ import threading
 import time
 from collections import namedtuple
 
-from . import layout
+from . import layout, tools
 from .errors import EXIT_STATE_UNKNOWN, CamhostError
 
 DEFAULT_PROGRAMMER = "mstarddc_spi:dev=/dev/i2c-1:0x49"
@@ -249,10 +249,10 @@ class Flashrom:
     # --- preflight -------------------------------------------------------------------
     def preflight(self):
         """Check the tool, the programmer and the chip; return the Chip (8 MiB)."""
-        path = shutil.which(self.binary)
+        path = tools.which(self.binary)
         if not path:
             raise FlashromError(
-                "flashrom is not installed (no %r on PATH). Install it (Debian: `sudo apt-get "
+                "flashrom is not installed (no %r on PATH or in /usr/sbin). Install it (Debian: `sudo apt-get "
                 "install flashrom`); for the camera's i2c link you need a build with "
                 "mstarddc_spi:\n%s" % (self.binary, BUILD_FLASHROM))
         self.binary = path

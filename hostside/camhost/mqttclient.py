@@ -66,6 +66,22 @@ _REFUSALS = {
 }
 
 
+def open_connection(client, broker, keepalive):
+    """paho's connect(), with each way it fails before MQTT starts as a sentence the user
+    can act on (exit code 4); what the broker answers is connect_failure's."""
+    try:
+        client.connect(broker.host, broker.port, keepalive=keepalive)
+    except ConnectionRefusedError:
+        raise CamhostError("nothing is listening at %s: start the broker or pass "
+                           "--broker URL" % broker, exit_code=4)
+    except ssl.SSLError as e:
+        raise CamhostError("TLS with %s failed (%s): check mqtts:// against the port, "
+                           "and ?ca= for the broker's certificate" % (broker, e), exit_code=4)
+    except OSError as e:
+        raise CamhostError("cannot reach the MQTT broker at %s (%s); start it or pass "
+                           "--broker URL" % (broker, e), exit_code=4)
+
+
 def connect_failure(broker, rc, dropped):
     """The sentence for a connection that did not come up, one per cause."""
     if dropped is not None and rc is None:
@@ -111,17 +127,7 @@ class Link:
         self.client.on_subscribe = self._on_subscribe
         self.client.on_disconnect = self._on_disconnect
         self._dropped = None     # the broker closed the connection before answering
-        try:
-            self.client.connect(b.host, b.port, keepalive=30)
-        except ConnectionRefusedError:
-            raise CamhostError("nothing is listening at %s: start the broker or pass "
-                               "--broker URL" % b, exit_code=4)
-        except ssl.SSLError as e:
-            raise CamhostError("TLS with %s failed (%s): check mqtts:// against the port, "
-                               "and ?ca= for the broker's certificate" % (b, e), exit_code=4)
-        except OSError as e:
-            raise CamhostError("cannot reach the MQTT broker at %s (%s); start it or pass "
-                               "--broker URL" % (b, e), exit_code=4)
+        open_connection(self.client, b, 30)
         self.client.loop_start()
         answered = self._connected.wait(CONNECT_TIMEOUT_S)
         if not answered or self._connect_rc != 0:

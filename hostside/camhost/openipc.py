@@ -122,12 +122,12 @@ def clean_env(environ=None):
 
 
 def plan(openipc, b, output=None, slim_profile=slim.DEFAULT_PROFILE, tls=False, jobs=None,
-         environ=None):
+         environ=None, drop_webui=False, onvif=False):
     """Everything `camhost image build` will do, without doing it."""
     tree = check_tree(openipc, b)
     output = os.path.abspath(output or os.path.join(tree.path, "output-camagent-" + b.name))
     buildroot = os.path.join(output, "buildroot-" + tree.br_version)
-    items = slim.profile(slim_profile)
+    items = slim.profile(slim_profile, drop_webui)
     defconfig_path = os.path.join(output, "camagent_defconfig")
     linux_slim_path = os.path.join(output, "camagent-linux-slim.fragment")
     linux_slim = "".join(line + "\n" for line in slim.linux_config_lines(items))
@@ -151,8 +151,12 @@ def plan(openipc, b, output=None, slim_profile=slim.DEFAULT_PROFILE, tls=False, 
         extra.append('BR2_LINUX_KERNEL_CONFIG_FRAGMENT_FILES="%s"' % linux_slim_path)
     if tls:
         extra.append('BR2_GLOBAL_PATCH_DIR="$(BR2_EXTERNAL_CAMAGENT_PATH)/patches/tls"')
-    label = "camagent: slimming profile %s%s" % (slim_profile or "(none)",
-                                                 ", TLS" if tls else "")
+    if onvif:   # OpenIPC's package, and our onvif.conf wired to the agent
+        extra += ["BR2_PACKAGE_ONVIF_SIMPLE_SERVER=y", "BR2_PACKAGE_CAMAGENT_ONVIF=y"]
+    label = "camagent: slimming profile %s%s%s%s" % (slim_profile or "(none)",
+                                                     ", --drop-webui" if drop_webui else "",
+                                                     ", TLS" if tls else "",
+                                                     ", ONVIF" if onvif else "")
     sections.append((label, "\n".join(extra), True))
     defconfig = merge(sections)
 

@@ -20,8 +20,8 @@ import tempfile
 import zlib
 from collections import namedtuple
 
-from . import budget, layout, slim
-from .backups import UBOOT_RE, describe
+from . import budget, firstboot, kmod, layout, slim, ubootenv
+from .backups import UBOOT_RE, describe, differing_partitions
 from .boards import board as find_board
 from .errors import CamhostError
 from .formats import FormatError, parse_squashfs, parse_uimage, sha256_file
@@ -38,7 +38,16 @@ FILES = (
     ("overlay/etc/init.d/S94majestic-pins", "etc/init.d/S94majestic-pins", 0o755),
     ("overlay/etc/camagent.json", "etc/camagent.json", 0o644),
     ("overlay/etc/wireless/usb-camagent", "etc/wireless/usb-camagent", 0o755),
+    # the local channel's hooks: majestic's motion.sh and the client it (and ONVIF) uses
+    ("overlay/usr/sbin/camagent-local", "usr/sbin/camagent-local", 0o755),
+    ("overlay/usr/sbin/motion.sh", "usr/sbin/motion.sh", 0o755),
 )
+# Adds the wlandev hook to /etc/wireless/usb (Buildroot runs it too)
+POST_BUILD = os.path.join(ROOT, "buildroot-package", "board", "imou-ranger-rc", "post-build.sh")
+# Loaded by usb-camagent before mac80211 when they are modules (built in otherwise)
+WIFI_CRYPTO = ("ccm", "gcm", "ghash_generic")
+NO_WIFI = ("the camera will be reachable only over the Ethernet pins of its power "
+           "connector or the serial console")
 MPY_TARGET = "usr/lib/micropython"          # camagent/*.mpy and umqtt/simple.mpy
 MICROPYTHON_TARGET = "usr/bin/micropython"
 # The line of camagent.json that names the board (camagent.mk edits it with sed).
@@ -448,7 +457,9 @@ def squashed_size(src, args, scratch):
     """Bytes `src` adds to a squashfs made with `args` (its size less an empty one's)."""
     empty = os.path.join(scratch, "empty")
     os.makedirs(empty, exist_ok=True)
-    args = [a for a in args if a != "-nopad"] + ["-nopad"]
+    # fixed timestamps: file times compress differently, and a measured size must not
+    # change by a few bytes from one run to the next (docs/ figures are checked)
+    args = [a for a in args if a != "-nopad"] + ["-nopad", "-all-time", "0", "-mkfs-time", "0"]
     full = len(squash(src, os.path.join(scratch, "measure.sq"), args))
     return full - len(squash(empty, os.path.join(scratch, "empty.sq"), args))
 
@@ -473,8 +484,9 @@ def config_for(board_name):
     return BOARD_SETTING.sub('"board": "%s"' % board_name, text, count=1)
 
 
-def stage_payload(board_name, micropython, stage):
-    """Build the three groups the agent adds under `stage`/<group>/<rootfs path>.
+def stage_payload(board_name, micropython, stage, settings=None):
+    """Build the three groups the agent adds under `stage`/<group>/<rootfs path>;
+    `settings` (firstboot.Settings) go into /etc/camagent.json.
 
     Returns [(group dir, label, [(rootfs path, mode)])].
     """
@@ -499,7 +511,7 @@ def stage_payload(board_name, micropython, stage):
         if target == "etc/camagent.json":
             os.makedirs(os.path.dirname(dest), exist_ok=True)
             with open(dest, "w") as f:
-                f.write(config_for(board_name))
+                f.write(firstboot.agent_config(config_for(board_name), settings))
             os.chmod(dest, mode)
         else:
             _install(os.path.join(ROOT, source), dest, mode)
@@ -621,21 +633,147 @@ def sha256(blob):
     return hashlib.sha256(blob).hexdigest()
 
 
+# --- wifi ---------------------------------------------------------------------------------
+
+def wifi_modules(root, b, kernel_name, modules_dir, no_wifi):
+    """(kernel release, [(kmod.Module, path under lib/modules/<release>)]) to add.
+
+    Nothing to add when the firmware has the driver and mac80211 already or with
+    `no_wifi`; without either, refused: the camera would have no network."""
+    if no_wifi and modules_dir:
+        raise CamhostError("--no-wifi and --wifi-modules contradict each other")
+    if no_wifi:
+        return None, []
+    release = kmod.kernel_release(kernel_name, root)
+    firmware = kmod.firmware_modules(root, release)
+    needed = (b.wifi_driver, "mac80211")
+    if not modules_dir:
+        missing = [n for n in needed if n not in firmware]
+        if missing:
+            raise CamhostError(
+                "this firmware has no wifi driver (%s missing): %s. Give --wifi-modules "
+                "DIR with %s.ko and mac80211.ko built for its kernel %s (the modules `make "
+                "image` builds, output/target/lib/modules, or a matching OpenIPC build), or "
+                "--no-wifi to accept that" % (", ".join(m + ".ko" for m in missing),
+                                              NO_WIFI, b.wifi_driver, release))
+        return release, []
+    if not os.path.isdir(modules_dir):
+        raise CamhostError("--wifi-modules %s is not a directory" % modules_dir)
+    # by file name: only the modules wifi needs are read (a target tree has many)
+    paths = {}
+    for path in kmod.find(modules_dir):
+        paths.setdefault(kmod.module_name(path), path)
+    missing = [n for n in needed if n not in paths and n not in firmware]
+    if missing:
+        raise CamhostError("--wifi-modules %s has no %s (board %s needs %s.ko and "
+                           "mac80211.ko)" % (modules_dir, ", ".join(m + ".ko" for m in missing),
+                                             b.name, b.wifi_driver))
+    given, wanted = {}, []
+    queue = [n for n in needed + WIFI_CRYPTO if n in paths and n not in firmware]
+    while queue:
+        name = queue.pop(0)
+        if name in given:
+            continue
+        given[name] = kmod.Module(name, paths[name], kmod.modinfo(paths[name]))
+        wanted.append(name)
+        depends = given[name].info.get("depends", "")
+        for dep in filter(None, (d.strip().replace("-", "_") for d in depends.split(","))):
+            if dep in paths and dep not in firmware:
+                queue.append(dep)
+    kmod.dependencies_of_all(wanted, dict(firmware, **given))    # refuses a missing one
+    reference = kmod.reference_vermagic(root, release, firmware)
+    for n in wanted:
+        kmod.check_vermagic(given[n], release, reference)
+    return release, [(given[n], _module_path(given[n].path, release)) for n in wanted]
+
+
+def _module_path(path, release):
+    """Where a module goes under lib/modules/<release>: its place in a target tree, or
+    extra/ for a flat directory."""
+    marker = "/%s/%s/" % (kmod.MODULES_DIR, release)
+    at = path.replace(os.sep, "/").find(marker)
+    return path[at + len(marker):] if at >= 0 else "extra/" + os.path.basename(path)
+
+
+def add_wifi(root, release, modules, report, args, tmp):
+    """Install `modules` with their modules.dep lines, measuring each; returns the
+    rootfs entries created (new files and directories)."""
+    if not modules:
+        return []
+    top = os.path.join(kmod.MODULES_DIR, release)
+    firmware = kmod.firmware_modules(root, release)     # before ours join them
+    created = []
+    for module, rel in modules:
+        alone = tempfile.mkdtemp(dir=tmp)
+        _install(module.path, os.path.join(alone, top, rel), 0o644)
+        report.add("wifi: %s.ko (%s)" % (module.name, module.info["vermagic"].split()[0]), 1,
+                   os.path.getsize(module.path),
+                   squashed_size(alone, args, os.path.join(tmp, "scratch")),
+                   module.info.get("description", ""))
+        created += [Entry(d, "d", 0o755, 0, 0, None) for d in _merge_into(alone, root)]
+        created.append(Entry("%s/%s" % (top, rel), "f", 0o644, 0, 0, None))
+    names = [m.name for m, _ in modules]
+    dep = os.path.join(root, top, "modules.dep")
+    lines = kmod.dep_lines(names, {m.name: m for m, _ in modules}, firmware,
+                           {m.name: rel for m, rel in modules}, kmod.read_dep(dep))
+    existed = os.path.isfile(dep)
+    with open(dep, "a") as f:
+        f.write("".join(line + "\n" for line in lines))
+    if not existed:
+        created.append(Entry(top + "/modules.dep", "f", 0o644, 0, 0, None))
+    return created
+
+
+def add_wlandev_hook(root):
+    """Run post-build.sh on the rootfs: /etc/wireless/usb hands our wlandev to usb-camagent."""
+    run(["sh", POST_BUILD, root], "adding the wlandev hook to /etc/wireless/usb "
+                                  "(buildroot-package/board/imou-ranger-rc/post-build.sh)")
+
+
+def first_boot_env(bootenv, settings, b):
+    """The env partition with the wifi settings (from the backup's own environment)."""
+    changes = firstboot.env_changes(settings, b)
+    if not changes:
+        return bootenv
+    if bootenv.env is None:
+        raise CamhostError("--wifi-ssid needs --backup: the wifi settings go into this "
+                           "camera's own U-Boot environment (its ethaddr, soc, sensor and "
+                           "boot command are kept), which only its backup holds")
+    env = ubootenv.update(bootenv.env, changes, "--backup's env partition")
+    return bootenv._replace(env=env, env_source=bootenv.env_source + " + wifi settings")
+
+
+def sensor_of(bootenv):
+    """The image sensor named in the backup's U-Boot environment, or None (no backup, or
+    an environment that does not parse: the budget then says the sensor is unknown)."""
+    if bootenv.env is None:
+        return None
+    try:
+        return ubootenv.parse(bootenv.env, "--backup's env partition").get("sensor") or None
+    except CamhostError:
+        return None
+
+
 # --- repack -------------------------------------------------------------------------------
 
 Result = namedtuple("Result", "image manifest budget complete")
 
 
 def repack(board_name, firmware, micropython, out, bootloader=None, backup=None,
-           slim_profile=slim.DEFAULT_PROFILE, workdir=None):
-    """Add camagent to an OpenIPC release; write the 8 MB image and its manifest."""
+           slim_profile=slim.DEFAULT_PROFILE, workdir=None, wifi_modules_dir=None,
+           no_wifi=False, settings=None, drop_webui=False):
+    """Add camagent (and the wifi, and the first-boot settings) to an OpenIPC release;
+    write the 8 MB image and its manifest."""
     b = find_board(board_name)
     refuse_out_among_inputs(out, (firmware, micropython, bootloader, backup))
-    items = slim.profile(slim_profile)
+    if no_wifi and settings is not None and settings.wifi_ssid is not None:
+        raise CamhostError("--no-wifi and --wifi-ssid contradict each other")
+    items = slim.profile(slim_profile, drop_webui)
     elf = read_micropython(micropython)
     release = read_release(firmware, b)
     args = squashfs_args(release.rootfs)
-    bootenv = boot_and_env(bootloader, backup)
+    bootenv = first_boot_env(boot_and_env(bootloader, backup), settings, b)
+    sensor = sensor_of(bootenv)
 
     report = budget.Budget("%s, %s + camagent" % (b.name, os.path.basename(firmware)))
     report.rootfs_before = len(release.rootfs)
@@ -650,10 +788,12 @@ def repack(board_name, firmware, micropython, out, bootloader=None, backup=None,
         unsquash(original, root, entries)
         check_runs_on(elf, root, micropython)
         _check_commands(root)
+        kernel_name = parse_uimage(release.kernel).name
+        kernel_release, modules = wifi_modules(root, b, kernel_name, wifi_modules_dir, no_wifi)
 
         applied = set()
         for item in items:
-            paths = slim.matches(root, item)
+            paths = slim.matches(root, item, sensor)
             if not paths:
                 continue
             report.remove("slim: " + item.name, *measure(root, paths, args, tmp, move=True),
@@ -661,14 +801,19 @@ def repack(board_name, firmware, micropython, out, bootloader=None, backup=None,
                                                        item.loses))
             applied.add(item.name)
 
+        kmod.prune_dep(root)
+        entries += add_wifi(root, kernel_release, modules, report, args, tmp)
         added_dirs = []
         scratch = os.path.join(tmp, "scratch")
-        for group, label, files in stage_payload(b.name, micropython, os.path.join(tmp, "stage")):
+        for group, label, files in stage_payload(b.name, micropython,
+                                                 os.path.join(tmp, "stage"), settings):
             raw = sum(os.path.getsize(os.path.join(group, rel)) for rel, _ in files)
             report.add(label, len(files), raw, squashed_size(group, args, scratch))
             added_dirs += _merge_into(group, root)
             entries += [Entry(rel, "f", mode, 0, 0, None) for rel, mode in files]
         entries += [Entry(d, "d", 0o755, 0, 0, None) for d in added_dirs]
+        if not no_wifi:
+            add_wlandev_hook(root)
 
         root_entry = next((e for e in entries if e.path == ""), None)
         # the agent last: updating it then rewrites only the tail of the rootfs, instead
@@ -679,7 +824,7 @@ def repack(board_name, firmware, micropython, out, bootloader=None, backup=None,
 
         report.use("rootfs", len(rootfs), "squashfs with camagent")
         if report.overflows():
-            _suggest(report, root, applied, args, tmp)
+            _suggest(report, root, applied, args, tmp, sensor)
 
     manifest = {
         "board": b.name,
@@ -687,15 +832,22 @@ def repack(board_name, firmware, micropython, out, bootloader=None, backup=None,
         "micropython": {"path": os.path.abspath(micropython), "version": elf.version,
                         "sha256": sha256_file(micropython)},
         "slim_profile": slim_profile,
+        "slimmed": sorted(applied),
+        "sensor": sensor,
+        "wifi": "none (--no-wifi): " + NO_WIFI if no_wifi else
+                {"wlandev": b.wlandev, "kernel": kernel_release,
+                 "modules_added": ["%s/%s" % (kernel_release, rel) for _, rel in modules]},
+        "first_boot": firstboot.summary(settings, b),
         "rootfs_format": {"compression": new.compression, "block_size": new.block_size,
                           "mksquashfs_args": args},
     }
-    return write_image(out, report, release.kernel, rootfs, bootenv, manifest)
+    return write_image(out, report, release.kernel, rootfs, bootenv, manifest, backup)
 
 
-def write_image(out, report, kernel, rootfs, bootenv, manifest):
+def write_image(out, report, kernel, rootfs, bootenv, manifest, backup=None):
     """Refuse an image that does not fit, else compose the 8 MiB image and write it and
-    its manifest; returns a Result."""
+    its manifest; returns a Result. With `backup`, the manifest names the partitions
+    that differ from it: what `camhost flash` will write."""
     parts = {"kernel": kernel, "rootfs": rootfs}
     for name, blob, source in (("boot", bootenv.boot, bootenv.boot_source),
                                ("env", bootenv.env, bootenv.env_source)):
@@ -713,23 +865,64 @@ def write_image(out, report, kernel, rootfs, bootenv, manifest):
                                      "sha256": sha256(image)},
                     complete=complete, partitions=summary["partitions"],
                     changes=summary["changes"])
+    if backup:
+        with open(backup, "rb") as f:
+            manifest["differs_from_backup"] = [p.name for p, _ in
+                                               differing_partitions(f.read(), image)]
     return Result(out, write_outputs(out, image, manifest), report, complete)
 
 
-def _suggest(report, root, applied, args, tmp):
-    """Tell an over-budget repack what it could drop, measured on this firmware."""
+def _suggest(report, root, applied, args, tmp, sensor):
+    """Tell an over-budget repack the levers left, measured on this firmware."""
     for item in slim.ITEMS:
-        paths = slim.matches(root, item) if item.name not in applied else []
+        paths = slim.matches(root, item, sensor) if item.name not in applied else []
         if paths:
-            profiles = [p for p, names in sorted(slim.PROFILES.items()) if item.name in names]
-            report.suggest("dropping %s (in --slim %s)" % (item.name, ", ".join(profiles)),
+            how = ("--drop-webui" if item.name == slim.OPT_IN else "--slim %s" % ", ".join(
+                p for p, names in sorted(slim.PROFILES.items()) if item.name in names))
+            report.suggest("dropping %s (%s)" % (item.name, how),
                            measure(root, paths, args, tmp)[2], "you lose " + item.loses)
+        elif item.per_sensor and not sensor and item.name not in applied:
+            report.suggest("dropping the other sensors' files (--backup with sensor= in "
+                           "its U-Boot environment)", None,
+                           "nothing, but which sensor this camera has is not known "
+                           "without the backup")
     interp = next((c for c in report.changes if c.label.startswith("interpreter")), None)
     if interp and interp.squashed > LEAN_MICROPYTHON + 16 * 1024:
         report.suggest("a lean MicroPython 1.22 build (buildroot-package/patches/lean, "
                        "%s bytes in squashfs for ARM)" % budget.fmt(LEAN_MICROPYTHON),
                        interp.squashed - LEAN_MICROPYTHON,
                        "it has no TLS, threads or REPL line editing")
+
+
+def rewrite_rootfs(rootfs, files=None, items=(), sensor=None, report=None, workdir=None):
+    """The squashfs `rootfs` with `files` {relative path: bytes} replaced and the slimming
+    `items` removed (each measured into `report`), rebuilt in the same format with every
+    owner, mode and device node kept. For a build's rootfs: repack does this itself."""
+    args = squashfs_args(rootfs)
+    with tempfile.TemporaryDirectory(prefix="camhost-rootfs-", dir=workdir) as tmp:
+        os.chmod(tmp, 0o700)        # a file may hold the broker's password
+        original = os.path.join(tmp, "original.sq")
+        with open(original, "wb") as f:
+            f.write(rootfs)
+        entries = listing(original)
+        root = os.path.join(tmp, "rootfs")
+        unsquash(original, root, entries)
+        for path, data in (files or {}).items():
+            if not any(e.path == path and e.kind == "-" for e in entries):
+                raise CamhostError("the built rootfs has no /%s to set" % path)
+            with open(os.path.join(root, path), "wb") as f:
+                f.write(data)
+        for item in items:
+            paths = slim.matches(root, item, sensor)
+            if paths:
+                report.remove("slim: " + item.name, *measure(root, paths, args, tmp, move=True),
+                              "removes %s; you lose %s" % (", ".join("/" + p for p in paths),
+                                                           item.loses))
+        kmod.prune_dep(root)
+        new = squash(root, os.path.join(tmp, "new.sq"), args, pseudo_lines(entries, root),
+                     next((e for e in entries if e.path == ""), None), last=(MPY_TARGET,))
+    _check_same_format(rootfs, new)
+    return new
 
 
 def _check_commands(root):

@@ -4,8 +4,9 @@ SimCamera(root) lays out, in a scratch directory:
   sys/class/gpio/   export and unexport as FIFOs, served by a thread that creates
                     and removes gpioN/ (direction, value, active_low, edge) the way
                     the kernel does when a number is written to them
-  proc/             meminfo, net/wireless, mounts (an SD card mounted on sd/), and
-                    uptime (a link to the host's, so uptimes advance)
+  proc/             meminfo, net/wireless, net/fib_trie (wlan0's address, `ip`),
+                    mounts (an SD card mounted on sd/), and uptime (a link to the
+                    host's, so uptimes advance)
   state/            the agent's state_dir
   majestic          optionally, a simulated majestic on a loopback port (simmajestic)
 and writes agent configs pointing at them. Only the kernel is simulated: the
@@ -50,6 +51,9 @@ class GpioTree:
     `export` and `unexport` are FIFOs served by a thread that creates or removes
     gpioN/ (direction, value, active_low, edge) as the kernel does, optionally
     `export_delay` seconds late, as on real hardware.
+
+    Fault injection, for a line that fails on a real camera: break_line(pin) makes
+    every write to the pin's value fail, refuse_export(pin) makes its export fail.
     """
 
     def __init__(self, root, export_delay=0.0, ngpio=128):
@@ -57,6 +61,8 @@ class GpioTree:
         self.export_delay = export_delay
         self.exports = []      # every pin number written to export, in order
         self.unexports = []
+        self.broken = set()    # break_line(): value writes fail with ENOSPC
+        self.refused = set()   # refuse_export(): export never creates gpioN/
         os.makedirs(os.path.join(self.root, "gpiochip0"), exist_ok=True)
         for name, text in (("base", "0"), ("ngpio", str(ngpio)), ("label", "gpio")):
             with open(os.path.join(self.root, "gpiochip0", name), "w") as f:
@@ -102,7 +108,7 @@ class GpioTree:
     def _export(self, pin):
         with self._lock:
             self.exports.append(pin)
-            if self.exported(pin):
+            if pin in self.refused or self.exported(pin):
                 return  # the kernel would answer EBUSY; a FIFO cannot, the agent checks first
         if self.export_delay:
             time.sleep(self.export_delay)
@@ -119,6 +125,23 @@ class GpioTree:
         with self._lock:
             self._create(pin, value)
 
+    def break_line(self, pin):
+        """Fault injection: `pin` exported (by another program, before the agent) with a
+        value file on which every write fails with ENOSPC, as on a dead GPIO controller.
+        The agent keeps working files open, so it finds out at its first write."""
+        with self._lock:
+            self._create(pin)
+            value = os.path.join(self.pin_dir(pin), "value")
+            os.remove(value)
+            os.symlink("/dev/full", value)
+            self.broken.add(pin)
+
+    def refuse_export(self, pin):
+        """Fault injection: writing `pin` to export creates nothing (the kernel refuses
+        a pin another driver holds), so the agent's claim of it times out."""
+        with self._lock:
+            self.refused.add(pin)
+
     def sync(self):
         """Wait until every export/unexport written so far has been carried out.
 
@@ -130,6 +153,12 @@ class GpioTree:
             os.write(fd, _SYNC)
             if not self._synced.wait(5):
                 raise RuntimeError("the thread serving %s is stuck" % path)
+
+    def set_ip(self, ip):
+        """Give wlan0 another IPv4 address (None: no address), as DHCP would."""
+        self.ip = ip
+        with open(os.path.join(self.proc_root, "net", "fib_trie"), "w") as f:
+            f.write(fib_trie(ip))
 
     # --- what tests and the live view read -----------------------------------------
     def pin_dir(self, pin):
@@ -147,8 +176,11 @@ class GpioTree:
 
         The level is the last one written to gpioN/value; before any such write,
         the one a "high"/"low" written to gpioN/direction set (the agent's value
-        file is opened for writing, which empties the plain file here).
+        file is opened for writing, which empties the plain file here). A broken
+        line's level is unknown: None.
         """
+        if pin in self.broken:
+            return None
         d = self.pin_dir(pin)
         try:
             with open(os.path.join(d, "value")) as f:
@@ -179,7 +211,7 @@ class GpioTree:
 class SimCamera(GpioTree):
     """A GpioTree under sys/class/gpio, plus /proc files and a state_dir."""
 
-    def __init__(self, root, sd_card=True, rssi=-58, majestic=False):
+    def __init__(self, root, sd_card=True, rssi=-58, ip="192.0.2.10", majestic=False):
         self.base = os.path.abspath(str(root))
         self.gpio_root = os.path.join(self.base, "sys", "class", "gpio")
         self.proc_root = os.path.join(self.base, "proc")
@@ -189,6 +221,7 @@ class SimCamera(GpioTree):
                   self.sd_mount):
             os.makedirs(d, exist_ok=True)
         self._write_proc(sd_card, rssi)
+        self.set_ip(ip)
         GpioTree.__init__(self, self.gpio_root)
         self.majestic = None
         if majestic:
@@ -221,6 +254,12 @@ class SimCamera(GpioTree):
                 f.write(text)
         os.symlink("/proc/uptime", os.path.join(self.proc_root, "uptime"))
 
+    def set_ip(self, ip):
+        """Give wlan0 another IPv4 address (None: no address), as DHCP would."""
+        self.ip = ip
+        with open(os.path.join(self.proc_root, "net", "fib_trie"), "w") as f:
+            f.write(fib_trie(ip))
+
     # --- what tests and the live view read -----------------------------------------
     def levels(self, name):
         """Levels of a named pin or pin group (see PINS), None for unexported pins."""
@@ -248,6 +287,7 @@ class SimCamera(GpioTree):
     def config(self, device_id="simcam", mqtt=None, fast=False, speedup=None, **extra):
         doc = {"board": BOARD, "device_id": device_id, "gpio_root": self.gpio_root,
                "proc_root": self.proc_root, "state_dir": self.state_dir, "light_file": "",
+               "local_port": 0,   # the local channel only where a test gives it a free port
                "mqtt": mqtt or {}}
         if self.majestic is not None:
             doc["majestic"] = dict(extra.pop("majestic", {}), port=self.majestic.port)
@@ -264,6 +304,22 @@ class SimCamera(GpioTree):
         with os.fdopen(fd, "w") as f:
             json.dump(self.config(**kwargs), f, indent=2)
         return path
+
+
+def fib_trie(ip):
+    """/proc/net/fib_trie as Linux writes it for lo and, with an address, a /24 on wlan0."""
+    loopback = ("  +-- 127.0.0.0/8 2 0 2\n     +-- 127.0.0.0/31 1 0 0\n"
+                "        |-- 127.0.0.0\n           /8 host LOCAL\n"
+                "        |-- 127.0.0.1\n           /32 host LOCAL\n"
+                "     |-- 127.255.255.255\n        /32 link BROADCAST\n")
+    lan = ""
+    if ip:
+        net = ip.rsplit(".", 1)[0]
+        lan = ("  +-- %s.0/24 2 0 2\n     |-- %s.0\n        /24 link UNICAST\n"
+               "     |-- %s\n        /32 host LOCAL\n     |-- %s.255\n"
+               "        /32 link BROADCAST\n" % (net, net, ip, net))
+    table = "  +-- 0.0.0.0/0 3 0 5\n     |-- 0.0.0.0\n        /0 universe UNICAST\n"
+    return "Main:\n" + table + loopback + lan + "Local:\n" + loopback + lan
 
 
 def _scaled(axis, speedup):

@@ -12,9 +12,16 @@ from collections import namedtuple
 
 from .errors import CamhostError
 
-Item = namedtuple("Item", "name globs kconfig linux_config loses")
+# per_sensor: the globs match every sensor's files; the camera's own sensor is kept
+Item = namedtuple("Item", "name globs kconfig linux_config loses per_sensor")
+Item.__new__.__defaults__ = (False,)
 
 ITEMS = (
+    Item("other-sensors",
+         ("etc/sensors/*.bin", "lib/modules/*/sigmastar/sensor_*_mipi.ko"),
+         (), (),
+         "nothing: the ISP tuning files and drivers of image sensors this camera does not "
+         "have (its own, from the backup's U-Boot `sensor=`, stay)", True),
     Item("webui",
          ("var/www", "usr/bin/haserl", "usr/sbin/updatewebui"),
          ("# BR2_PACKAGE_MAJESTIC_WEBUI is not set",), (),
@@ -32,28 +39,37 @@ ITEMS = (
 )
 BY_NAME = {item.name: item for item in ITEMS}
 
-# A camera driven over MQTT / Home Assistant needs none of these.
-PROFILES = {"mqtt": ("webui", "nfs", "vtun")}
-DEFAULT_PROFILE = "mqtt"
+# What the user never sees; the web UI is an opt-in lever (--drop-webui), not a default.
+PROFILES = {"unseen": ("other-sensors", "nfs", "vtun")}
+DEFAULT_PROFILE = "unseen"
+OPT_IN = "webui"
+# not a sensor: the MIPI receiver every sensor driver uses
+SENSOR_KEEP = ("sensor_rx_mipi.ko",)
 
 
-def profile(name):
-    """The Items of profile `name`; None means no slimming."""
-    if name is None:
-        return ()
+def profile(name, drop_webui=False):
+    """The Items of profile `name` (None: no slimming), and the web UI if `drop_webui`."""
     try:
-        return tuple(BY_NAME[n] for n in PROFILES[name])
+        names = PROFILES[name] if name is not None else ()
     except KeyError:
         raise CamhostError("unknown slimming profile %r: choose one of %s, or --no-slim"
                            % (name, ", ".join(sorted(PROFILES)))) from None
+    return tuple(BY_NAME[n] for n in names + ((OPT_IN,) if drop_webui else ()))
 
 
-def matches(root, item):
-    """Rootfs-relative paths the item removes that exist under `root` (top level only)."""
+def matches(root, item, sensor=None):
+    """Rootfs-relative paths the item removes that exist under `root` (top level only).
+
+    A per-sensor item removes nothing without `sensor`: which files are the camera's own
+    is not known then."""
+    if item.per_sensor and not sensor:
+        return []
+    keep = set(SENSOR_KEEP) | {"%s.bin" % sensor, "sensor_%s_mipi.ko" % sensor}
     found = set()
     for pattern in item.globs:
         for path in glob.glob(os.path.join(root, pattern)):
-            found.add(os.path.relpath(path, root))
+            if not (item.per_sensor and os.path.basename(path) in keep):
+                found.add(os.path.relpath(path, root))
     return sorted(found)
 
 

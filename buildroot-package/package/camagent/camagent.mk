@@ -46,7 +46,21 @@ define CAMAGENT_INSTALL_TARGET_CMDS
 		$(TARGET_DIR)/etc/camagent.json
 	$(INSTALL) -D -m 0755 $(@D)/overlay/etc/wireless/usb-camagent \
 		$(TARGET_DIR)/etc/wireless/usb-camagent
+	$(INSTALL) -D -m 0755 $(@D)/overlay/usr/sbin/camagent-local \
+		$(TARGET_DIR)/usr/sbin/camagent-local
+	$(INSTALL) -D -m 0755 $(@D)/overlay/usr/sbin/motion.sh \
+		$(TARGET_DIR)/usr/sbin/motion.sh
 endef
+
+ifeq ($(BR2_PACKAGE_CAMAGENT_ONVIF),y)
+# Installed after onvif-simple-server, whose own /etc/onvif.conf this replaces.
+CAMAGENT_DEPENDENCIES += onvif-simple-server
+define CAMAGENT_INSTALL_ONVIF_CONF
+	$(INSTALL) -D -m 0644 $(@D)/overlay/etc/onvif.conf \
+		$(TARGET_DIR)/etc/onvif.conf
+endef
+CAMAGENT_POST_INSTALL_TARGET_HOOKS += CAMAGENT_INSTALL_ONVIF_CONF
+endif
 
 define CAMAGENT_INSTALL_INIT_SYSV
 	$(INSTALL) -D -m 0755 $(CAMAGENT_PKGDIR)/S96camagent \
