@@ -14,7 +14,7 @@ import os
 import shutil
 import subprocess
 
-from common import AGENT, ROOT, VENDOR, Runtime, Skip
+from common import ROOT, VENDOR, Runtime, Skip
 
 BUILD_DIR = os.path.join(ROOT, "build", "interp")
 PATCH_DIRS = ("common", "lean")   # the order `make image` applies them in
@@ -23,11 +23,8 @@ BUILD_TIMEOUT_S = 1200
 FROZEN = "frozen"
 MPY = "mpy"
 
-# Freezes the agent and umqtt.simple from this checkout (the bench measures this tree).
-BENCH_MANIFEST = """\
-package("camagent", base_path=%r)
-package("umqtt", base_path=%r)
-"""
+EXTERNAL = os.path.join(ROOT, "buildroot-package")
+EXTERNAL_MK = os.path.join(EXTERNAL, "external.mk")
 
 
 def source():
@@ -101,18 +98,37 @@ def build(target, way):
     if cross:
         argv.append("CROSS_COMPILE=" + cross)
     if way == FROZEN:
-        manifest = os.path.join(BUILD_DIR, "manifest.py")
-        with open(manifest, "w") as f:
-            f.write(BENCH_MANIFEST % (AGENT, VENDOR))
-        # MicroPython insists on a micropython-lib checkout for any manifest, though
-        # this one uses none of it; the source tree may come without it.
-        lib = os.path.join(BUILD_DIR, "no-micropython-lib")
-        os.makedirs(lib, exist_ok=True)
-        with open(os.path.join(lib, "README.md"), "w") as f:
-            f.write("the bench's manifest uses nothing from micropython-lib\n")
-        argv += ["FROZEN_MANIFEST=" + manifest, "MPY_LIB_DIR=" + lib]
+        argv += frozen_make_opts() + ["MPY_LIB_DIR=" + umqtt_only_lib()]
     _run(argv, os.path.join(tree, "ports", "unix"), out + ".log")
     return os.path.join(out, "micropython")
+
+
+def frozen_make_opts():
+    """What our tree adds to Buildroot's micropython make options when
+    BR2_PACKAGE_CAMAGENT_FROZEN=y, read by make itself: the bench builds that."""
+    with open(os.path.join(BUILD_DIR, "show-opts.mk"), "w") as f:
+        f.write("generic-package =\ninclude %s\nshow:\n\t@echo $(MICROPYTHON_MAKE_OPTS)\n"
+                % EXTERNAL_MK)
+    proc = subprocess.run(["make", "-s", "-f", f.name, "show",
+                           "BR2_EXTERNAL_CAMAGENT_PATH=" + EXTERNAL,
+                           "BR2_PACKAGE_CAMAGENT_FROZEN=y"],
+                          stdout=subprocess.PIPE, check=True, timeout=60)
+    return proc.stdout.decode().split()
+
+
+def umqtt_only_lib():
+    """A micropython-lib holding only umqtt.simple (this checkout's copy), for the
+    manifest's require("umqtt.simple"): a source tree may come without the submodule."""
+    lib = os.path.join(BUILD_DIR, "micropython-lib")
+    pkg = os.path.join(lib, "micropython", "umqtt.simple")
+    os.makedirs(os.path.join(pkg, "umqtt"), exist_ok=True)
+    with open(os.path.join(lib, "README.md"), "w") as f:
+        f.write("umqtt.simple only, for bench/interpreters.py\n")
+    with open(os.path.join(pkg, "manifest.py"), "w") as f:
+        f.write('package("umqtt")\n')
+    shutil.copyfile(os.path.join(VENDOR, "umqtt", "simple.py"),
+                    os.path.join(pkg, "umqtt", "simple.py"))
+    return lib
 
 
 def runtime(target, way):
