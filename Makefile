@@ -122,7 +122,8 @@ mpy: venv
 
 image: venv
 	$(PY) -m camhost image build --board $(BOARD) --openipc $(OPENIPC) --out $(IMAGE) \
-		$(if $(BACKUP),--backup $(BACKUP)) $(FIRST_BOOT) $(if $(ONVIF),--onvif)
+		$(if $(BACKUP),--backup $(BACKUP)) $(FIRST_BOOT) $(if $(ONVIF),--onvif) \
+		$(if $(FROZEN),--frozen)
 
 repack: venv
 	@[ -n "$(MICROPYTHON)" ] || { echo "make repack needs MICROPYTHON=path/to/the/camera's/micropython (an ARM binary)"; exit 2; }
