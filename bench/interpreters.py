@@ -99,6 +99,12 @@ def build(target, way):
         argv.append("CROSS_COMPILE=" + cross)
     if way == FROZEN:
         argv += frozen_make_opts() + ["MPY_LIB_DIR=" + umqtt_only_lib()]
+    # objects built with other options (a frozen build without its manifest) do not link
+    opts = out + ".opts"
+    if not os.path.isfile(opts) or open(opts).read() != " ".join(argv):
+        shutil.rmtree(out, ignore_errors=True)
+        with open(opts, "w") as f:
+            f.write(" ".join(argv))
     _run(argv, os.path.join(tree, "ports", "unix"), out + ".log")
     return os.path.join(out, "micropython")
 
@@ -113,7 +119,10 @@ def frozen_make_opts():
                            "BR2_EXTERNAL_CAMAGENT_PATH=" + EXTERNAL,
                            "BR2_PACKAGE_CAMAGENT_FROZEN=y"],
                           stdout=subprocess.PIPE, check=True, timeout=60)
-    return proc.stdout.decode().split()
+    opts = proc.stdout.decode().split()
+    if not any(o.startswith("FROZEN_MANIFEST=") for o in opts):
+        raise Skip("%s sets no FROZEN_MANIFEST for BR2_PACKAGE_CAMAGENT_FROZEN" % EXTERNAL_MK)
+    return opts
 
 
 def umqtt_only_lib():
