@@ -6,15 +6,18 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 BUILD := build
 
-# Debian packages the tests and tools run for real.
+# Debian packages the tests and tools run for real (the cross gcc and qemu-user: the bench's
+# 32-bit ARM interpreter, whose rows are skipped without them).
 APT_PACKAGES := python3-venv mosquitto mosquitto-clients flashrom squashfs-tools u-boot-tools \
 	shellcheck inotify-tools openssl xz-utils busybox ffmpeg libubootenv-tool \
 	python3-gi python3-gst-1.0 gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base \
-	gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-libav
+	gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-libav \
+	gcc-arm-linux-gnueabihf qemu-user
 # Commands those packages provide, used to decide whether apt-get is needed (mosquitto and
 # flashrom are in /usr/sbin, which is not on a normal user's PATH).
 APT_COMMANDS := mosquitto mosquitto_pub flashrom mksquashfs unsquashfs mkimage \
-	shellcheck inotifywait openssl xz busybox ffmpeg ffprobe fw_printenv
+	shellcheck inotifywait openssl xz busybox ffmpeg ffprobe fw_printenv \
+	arm-linux-gnueabihf-gcc qemu-arm
 # Python modules from Debian (the RTSP server runs under /usr/bin/python3 for its gi).
 APT_PYMODULES := venv gi
 
@@ -122,7 +125,8 @@ mpy: venv
 
 image: venv
 	$(PY) -m camhost image build --board $(BOARD) --openipc $(OPENIPC) --out $(IMAGE) \
-		$(if $(BACKUP),--backup $(BACKUP)) $(FIRST_BOOT) $(if $(ONVIF),--onvif)
+		$(if $(BACKUP),--backup $(BACKUP)) $(FIRST_BOOT) $(if $(ONVIF),--onvif) \
+		$(if $(FROZEN),--frozen)
 
 repack: venv
 	@[ -n "$(MICROPYTHON)" ] || { echo "make repack needs MICROPYTHON=path/to/the/camera's/micropython (an ARM binary)"; exit 2; }

@@ -31,6 +31,7 @@ import time
 import paho.mqtt.client as paho
 
 from broker import Mosquitto
+import interpreters
 from common import (AGENT, VENDOR, DriverError, ShmSysfs, Skip, compile_agent, cpython,
                     micropython)
 from table import figure, section
@@ -224,6 +225,77 @@ def describe_tries(tries):
         for size, kind, line in tries)
 
 
+# --- each way the agent ships: .mpy or frozen, on the lean interpreter ---------------
+def measure_ship(rt, path_entry, port, device_id):
+    """Heap high-water (bisection), live heap and RSS of one interpreter + agent."""
+    got = {}
+    try:
+        m = driver_memory(rt, port, [path_entry], device_id)
+    except DriverError as e:
+        got["memory_failed"] = str(e)
+    else:
+        got.update(heap_after_move=m["heap_end"], rss_hwm_kb=m["rss_hwm_kb"],
+                   rss_idle_kb=m["rss_idle_kb"])
+    tries = []
+    with ShmSysfs() as fs:
+        got["min_heapsize"], got["heap_why"] = min_heap(HeapProbe(rt, path_entry, port, fs),
+                                                        tries)
+    got["heap_tries"] = describe_tries(tries)
+    return got
+
+
+# (what, key, unit, target on ARM)
+SHIP_FIGURES = (("GC heap high-water, connect + discovery + move", "min_heapsize", "B",
+                 ("<=", HEAP_TARGET)),
+                ("live heap after the move", "heap_after_move", "B", None),
+                ("RSS high-water", "rss_hwm_kb", "KiB", None))
+
+
+def ship_rows(port, mpy_out, mpy_sizes, figures, notes):
+    """Rows for (agent frozen into the interpreter) beside (agent as .mpy), per target."""
+    raw = {}
+    for target, cross, runner, why in interpreters.targets():
+        if why is None:
+            try:
+                interpreters.source()
+            except Skip as e:
+                why = str(e)
+        if why:
+            notes.append("lean %s interpreter, .mpy vs frozen: skipped: %s" % (target, why))
+            continue
+        got = {}
+        try:
+            for way, entry in ((interpreters.MPY, mpy_out), (interpreters.FROZEN, ".frozen")):
+                rt = interpreters.runtime(target, way)
+                got[way] = measure_ship(rt, entry, port, "ship%s%s" % (target[0], way[0]))
+                got[way]["interpreter_xz"] = interpreters.stripped_xz(rt.argv[-1], cross)
+        except Skip as e:
+            notes.append("lean %s interpreter, .mpy vs frozen: skipped: %s" % (target, e))
+            continue
+        raw[target] = got
+        mpy, frozen = got[interpreters.MPY], got[interpreters.FROZEN]
+        for way in (interpreters.MPY, interpreters.FROZEN):
+            notes.append("lean %s, agent %s: %s" % (target, way, got[way]["heap_tries"]))
+            if got[way]["heap_why"]:
+                notes.append("lean %s, agent %s: GC heap high-water: failed: %s"
+                             % (target, way, got[way]["heap_why"]))
+            if "memory_failed" in got[way]:
+                notes.append("lean %s, agent %s: live heap and RSS: failed: %s"
+                             % (target, way, got[way]["memory_failed"]))
+        for what, key, unit, target_op in SHIP_FIGURES:
+            label = "%s%s" % (what, " (qemu-arm's own, emulator included)"
+                              if runner and unit == "KiB" else "")
+            figures.append(figure("lean %s, agent frozen: %s" % (target, label),
+                                  frozen.get(key), unit, mpy.get(key), "agent as .mpy",
+                                  target=target_op if target == "ARM" else None))
+        # flash: what the squashfs holds either way
+        loose = mpy["interpreter_xz"] + mpy_sizes["xz_with_umqtt"]
+        figures.append(figure("lean %s, agent frozen: stripped interpreter, xz" % target,
+                              frozen["interpreter_xz"], "B", loose,
+                              "interpreter xz + agent and umqtt .mpy xz"))
+    return raw
+
+
 # --- the section ----------------------------------------------------------------------
 def run(heap_search=True):
     figures, notes, raw = [], [], {}
@@ -303,6 +375,11 @@ def run(heap_search=True):
                     figures.append(figure("%s GC heap high-water (smallest -X heapsize for "
                                           "connect + move)" % mp.name, need, "B",
                                           target=("<=", HEAP_TARGET)))
+            if heap_search:
+                raw["ships"] = ship_rows(broker.port, out, raw["mpy"], figures, notes)
+            else:
+                notes.append("agent .mpy vs frozen on the lean interpreter: skipped (no heap "
+                             "search in this run)")
     finally:
         shutil.rmtree(out, ignore_errors=True)
     return section("Footprint", figures, notes), raw

@@ -8,3 +8,12 @@ override BR2_EXTERNAL := $(BR2_EXTERNAL_GENERAL_PATH)
 endif
 
 include $(sort $(wildcard $(BR2_EXTERNAL_CAMAGENT_PATH)/package/*/*.mk))
+
+# BR2_PACKAGE_CAMAGENT_FROZEN: Buildroot's micropython freezes the agent and
+# umqtt.simple (package/camagent/manifest.py), reading the agent straight from
+# this tree; camagent.mk then installs no .mpy files.
+ifeq ($(BR2_PACKAGE_CAMAGENT_FROZEN),y)
+MICROPYTHON_MAKE_OPTS += \
+	FROZEN_MANIFEST=$(BR2_EXTERNAL_CAMAGENT_PATH)/package/camagent/manifest.py \
+	MICROPY_MANIFEST_CAMAGENT_AGENT=$(BR2_EXTERNAL_CAMAGENT_PATH)/../agent
+endif

@@ -81,7 +81,7 @@ def test_kconfig_parses_without_warnings(kconf):
     assert names == {"BR2_PACKAGE_CAMAGENT", "BR2_PACKAGE_CAMAGENT_BOARD",
                      "BR2_PACKAGE_CAMAGENT_BOARD_IMOU_RANGER_RC_4MP",
                      "BR2_PACKAGE_CAMAGENT_BOARD_IMOU_RANGER_RC_3MP",
-                     "BR2_PACKAGE_CAMAGENT_ONVIF"}
+                     "BR2_PACKAGE_CAMAGENT_ONVIF", "BR2_PACKAGE_CAMAGENT_FROZEN"}
 
 
 def test_onvif_option_needs_the_onvif_server(kconf):
@@ -402,3 +402,61 @@ def test_patch_series_applies_to_pristine_v1_22_0(profile, tmp_path):
     alloc = body.index("m_new_obj_with_finaliser(mp_obj_vfs_posix_file_t);")
     assert body.index("o->fd = -1;") > alloc
     assert body.index("o->fd = -1;") < body.index("mp_obj_str_get_str(mode_in)")
+
+
+# --- BR2_PACKAGE_CAMAGENT_FROZEN: the agent frozen into Buildroot's micropython ------------
+
+def mk_variables(frozen):
+    """MICROPYTHON_MAKE_OPTS and camagent's build and install commands, as make reads
+    the tree (external.mk, which includes camagent.mk) with the option on or off."""
+    out = subprocess.run(
+        ["make", "-s", "-f", "-", "show", "BR2_EXTERNAL_CAMAGENT_PATH=" + EXTERNAL,
+         "BR2_PACKAGE_CAMAGENT_FROZEN=" + ("y" if frozen else "")],
+        input=("define newline\n\n\nendef\n"
+               "generic-package =\ninclude %s/external.mk\n"
+               "$(info $(MICROPYTHON_MAKE_OPTS))\n"
+               "$(info $(subst $(newline), ,$(CAMAGENT_BUILD_CMDS)))\n"
+               "$(info $(subst $(newline), ,$(CAMAGENT_INSTALL_TARGET_CMDS)))\n"
+               "show: ; @:\n" % EXTERNAL).encode(),
+        check=True, stdout=subprocess.PIPE).stdout.decode()
+    opts, build, install = out.split("\n")[:3]
+    return opts.split(), build, install
+
+
+def test_frozen_option_hands_micropython_the_manifest_and_installs_no_mpy():
+    opts, build, install = mk_variables(frozen=True)
+    values = dict(o.split("=", 1) for o in opts)
+    assert set(values) == {"FROZEN_MANIFEST", "MICROPY_MANIFEST_CAMAGENT_AGENT"}
+    assert os.path.isfile(values["FROZEN_MANIFEST"])
+    assert os.path.samefile(values["MICROPY_MANIFEST_CAMAGENT_AGENT"],
+                            os.path.join(ROOT, "agent"))
+    assert build.strip() == "" and ".mpy" not in install
+    assert "/etc/camagent.json" in install       # everything else is installed as before
+
+
+def test_without_the_option_micropython_is_untouched_and_the_mpy_are_installed():
+    opts, build, install = mk_variables(frozen=False)
+    assert opts == []
+    assert "mpy-cross" in build and "camagent/*.mpy" in install and "simple.mpy" in install
+
+
+@pytest.mark.skipif(not os.path.isfile(os.path.join(MICROPYTHON_SRC, "tools",
+                                                    "manifestfile.py")),
+                    reason="no MicroPython 1.22.0 source (set MICROPYTHON_SRC)")
+def test_frozen_manifest_freezes_what_the_mpy_path_installs(tmp_path, monkeypatch):
+    """MicroPython's own manifest reader, on our manifest with camagent.mk's variables:
+    every agent module and umqtt.simple, as the same module paths repack compiles."""
+    monkeypatch.syspath_prepend(os.path.join(MICROPYTHON_SRC, "tools"))
+    import manifestfile
+    opts = dict(o.split("=", 1) for o in mk_variables(frozen=True)[0])
+    lib = tmp_path / "micropython-lib"     # the tarball's submodule: only umqtt.simple
+    pkg = lib / "micropython" / "umqtt.simple"
+    (pkg / "umqtt").mkdir(parents=True)
+    (pkg / "manifest.py").write_text('package("umqtt")\n')
+    shutil.copyfile(repack.UMQTT_SOURCE, str(pkg / "umqtt" / "simple.py"))
+    m = manifestfile.ManifestFile(manifestfile.MODE_FREEZE, {
+        "MPY_DIR": MICROPYTHON_SRC, "MPY_LIB_DIR": str(lib),
+        "CAMAGENT_AGENT": opts["MICROPY_MANIFEST_CAMAGENT_AGENT"]})
+    m.execute(opts["FROZEN_MANIFEST"])
+    frozen = sorted(f.target_path for f in m.files())
+    assert frozen == sorted(module for _, module in repack.agent_sources())

@@ -36,6 +36,9 @@ def register(subparsers):
     p.add_argument("--onvif", action="store_true",
                    help="add OpenIPC's onvif-simple-server with PTZ wired to the agent "
                         "(its flash cost is in the budget report)")
+    p.add_argument("--frozen", action="store_true",
+                   help="freeze the agent into MicroPython instead of installing .mpy files "
+                        "(less than half the heap, a few KB more flash: docs/images.md)")
     p.add_argument("--jobs", type=int, metavar="N", help="parallel jobs (default: all CPUs)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the merged defconfig and the commands; run nothing")
@@ -149,7 +152,7 @@ def cmd_build(args):
     b = find_board(args.board)
     plan = openipc.plan(args.openipc, b, output=args.output, slim_profile=args.slim,
                         tls=args.tls, jobs=args.jobs, drop_webui=args.drop_webui,
-                        onvif=args.onvif)
+                        onvif=args.onvif, frozen=args.frozen)
     if args.dry_run:
         print(openipc.describe(plan))
         return 0
@@ -208,7 +211,7 @@ def cmd_build(args):
                        "U-Boot environment)", None, "nothing")
     manifest = {"board": b.name, "openipc": plan.tree.path, "output": plan.output,
                 "slim_profile": args.slim, "tls": args.tls, "drop_webui": args.drop_webui,
-                "onvif": args.onvif,
+                "onvif": args.onvif, "frozen": args.frozen,
                 "defconfig": plan.defconfig_path, "sensor": sensor,
                 "first_boot": firstboot.summary(settings, b)}
     return _report(repack.write_image(out, report, release.kernel, release.rootfs, bootenv,

@@ -23,6 +23,9 @@ CAMAGENT_MPY_CROSS = $(MICROPYTHON_DIR)/mpy-cross/build/mpy-cross
 CAMAGENT_UMQTT_SIMPLE = \
 	$(MICROPYTHON_DIR)/lib/micropython-lib/micropython/umqtt.simple/umqtt/simple.py
 
+# BR2_PACKAGE_CAMAGENT_FROZEN: micropython has the agent frozen in (external.mk),
+# so there is nothing to compile or install here.
+ifneq ($(BR2_PACKAGE_CAMAGENT_FROZEN),y)
 define CAMAGENT_BUILD_CMDS
 	rm -rf $(@D)/mpy
 	mkdir -p $(@D)/mpy/camagent $(@D)/mpy/umqtt
@@ -34,12 +37,17 @@ define CAMAGENT_BUILD_CMDS
 		-o $(@D)/mpy/umqtt/simple.mpy $(CAMAGENT_UMQTT_SIMPLE)
 endef
 
-define CAMAGENT_INSTALL_TARGET_CMDS
+define CAMAGENT_INSTALL_MPY
 	$(INSTALL) -d -m 0755 $(TARGET_DIR)/usr/lib/micropython/camagent
 	$(INSTALL) -m 0644 -t $(TARGET_DIR)/usr/lib/micropython/camagent \
 		$(@D)/mpy/camagent/*.mpy
 	$(INSTALL) -D -m 0644 $(@D)/mpy/umqtt/simple.mpy \
 		$(TARGET_DIR)/usr/lib/micropython/umqtt/simple.mpy
+endef
+endif
+
+define CAMAGENT_INSTALL_TARGET_CMDS
+	$(CAMAGENT_INSTALL_MPY)
 	$(INSTALL) -D -m 0644 $(@D)/overlay/etc/camagent.json \
 		$(TARGET_DIR)/etc/camagent.json
 	$(SED) 's/"board": "[^"]*"/"board": "$(CAMAGENT_BOARD)"/' \
