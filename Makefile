@@ -6,18 +6,19 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 BUILD := build
 
-# Debian packages the tests and tools run for real (the cross gcc and qemu-user: the bench's
-# 32-bit ARM interpreter, whose rows are skipped without them).
+# Debian packages the tests and tools run for real.
 APT_PACKAGES := python3-venv mosquitto mosquitto-clients flashrom squashfs-tools u-boot-tools \
 	shellcheck inotify-tools openssl xz-utils busybox ffmpeg libubootenv-tool \
 	python3-gi python3-gst-1.0 gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base \
-	gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-libav \
-	gcc-arm-linux-gnueabihf qemu-user
+	gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-libav
 # Commands those packages provide, used to decide whether apt-get is needed (mosquitto and
 # flashrom are in /usr/sbin, which is not on a normal user's PATH).
 APT_COMMANDS := mosquitto mosquitto_pub flashrom mksquashfs unsquashfs mkimage \
-	shellcheck inotifywait openssl xz busybox ffmpeg ffprobe fw_printenv \
-	arm-linux-gnueabihf-gcc qemu-arm
+	shellcheck inotifywait openssl xz busybox ffmpeg ffprobe fw_printenv
+# Only `make bench` needs these: the cross gcc and qemu-user build and run the 32-bit ARM
+# interpreter of the footprint rows (skipped, with the reason, without them).
+BENCH_APT_PACKAGES := gcc-arm-linux-gnueabihf qemu-user
+BENCH_APT_COMMANDS := arm-linux-gnueabihf-gcc qemu-arm
 # Python modules from Debian (the RTSP server runs under /usr/bin/python3 for its gi).
 APT_PYMODULES := venv gi
 
@@ -51,7 +52,7 @@ FIRST_BOOT = $(if $(WIFI_SSID),--wifi-ssid '$(WIFI_SSID)') \
 # What `make image` and `make repack` write and `make flash` writes to the camera.
 IMAGE ?= $(BUILD)/camagent-$(BOARD).bin
 
-.PHONY: help demo test bench docs deps venv mpy image repack backup flash flash-uboot clean
+.PHONY: help demo test bench bench-deps docs deps venv mpy image repack backup flash flash-uboot clean
 
 help:
 	@echo "make demo         simulated camera on a private mosquitto, driven over MQTT"
@@ -117,8 +118,17 @@ demo: deps venv
 docs: deps venv
 	$(PY) -m camhost.docfigures --write
 
-bench: deps venv
+bench: deps bench-deps venv
 	$(PY) bench/run.py
+
+bench-deps:
+	@missing=""; for c in $(BENCH_APT_COMMANDS); do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing the bench's Debian packages (missing:$$missing)"; \
+		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(BENCH_APT_PACKAGES) >/dev/null; \
+	fi
 
 mpy: venv
 	$(PY) -m camhost image mpy --out $(BUILD)/mpy
