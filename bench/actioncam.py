@@ -1,4 +1,4 @@
-"""Action camera relay: CPU per Mbit/s, memory and clients at full frame rate.
+"""Action camera relay: CPU per Mbit/s, memory, clients at full frame rate, and latency.
 
 The simulated camera streams a real 720p H.264 stream; `camhost actioncam serve`
 (session + gst-rtsp-server child) relays it to RTSP clients that copy without
@@ -172,7 +172,8 @@ def _plain_relay(port_in, port_out, sdp_file=None):
     """The issue's baseline: ffmpeg copying H.264 from UDP into RTP."""
     return subprocess.Popen(["ffmpeg", "-nostdin", "-loglevel", "error", "-analyzeduration",
                              "500000", "-f", "h264", "-i",     # ends 1 s after the input does
-                             "udp://127.0.0.1:%d?timeout=1000000" % port_in, "-c", "copy", "-f", "rtp"]
+                             "udp://127.0.0.1:%d?timeout=1000000" % port_in,
+                             "-c", "copy", "-f", "rtp"]
                             + (["-sdp_file", sdp_file] if sdp_file else [])
                             + ["rtp://127.0.0.1:%d" % port_out],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -270,7 +271,8 @@ def _baseline_latency(h264, seconds, work):
 
 
 def run(seconds=8, client_counts=(1, 4, 8)):
-    """`seconds` of relaying per client count (4 and (1,) for the smoke test)."""
+    """`seconds` of relaying per client count, and of latency for the relay and the
+    baseline (2 and (1,) for the smoke test)."""
     import shutil
     for tool in ("ffmpeg", "/usr/bin/python3"):
         if not shutil.which(tool):
