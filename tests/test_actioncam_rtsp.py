@@ -16,7 +16,7 @@ import time
 import pytest
 
 from camhost import actioncam_wire as wire
-from camhost.simactioncam import SimActionCam, encode_test_stream
+from camhost.simactioncam import MARK_BITS, MARK_CELL, SimActionCam, encode_test_stream, read_mark
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FRAME_BYTES = 1280 * 720 * 3 // 2
@@ -177,3 +177,28 @@ def test_rtp_timestamps_are_the_camera_clock_in_either_unit(served):
     pts = [int(x) for x in p.stdout.split() if x.isdigit()]
     assert len(pts) >= 10, p.stderr
     assert set(b - a for a, b in zip(pts, pts[1:])) == {90000 // 25}, pts
+
+
+def test_multi_slice_frames_arrive_whole_and_in_order(tmp_path):
+    """Every frame in three slices, its index drawn in the picture: each decoded frame must
+    be the one after the last. A keyframe whose slices a client takes for two pictures (as
+    when the payloader repeated SPS/PPS before each IDR slice) breaks the sequence."""
+    h264 = encode_test_stream(str(tmp_path / "m.h264"), seconds=4, size="320x240",
+                              marks=True, slices=3)
+    units = wire.access_units(h264)
+    assert all(sum(1 for n in wire.nal_units(u) if n and n[0] & 0x1F in (1, 5)) == 3
+               for u in units)
+    strip = (MARK_BITS * MARK_CELL, MARK_CELL // 2)
+    with SimActionCam(h264, preview_port=free_udp_port()) as sim:
+        serve = Serve(sim)
+        try:
+            p = subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-rtsp_transport",
+                                "tcp", "-i", serve.url, "-frames:v", "60", "-vf",
+                                "crop=%d:%d:0:0,format=gray" % strip, "-f", "rawvideo", "-"],
+                               capture_output=True, timeout=BOUND_S)
+        finally:
+            serve.close()
+    size = strip[0] * strip[1]
+    marks = [read_mark(p.stdout[at:at + size]) for at in range(0, len(p.stdout), size)]
+    assert len(marks) == 60, p.stderr
+    assert all(b == (a + 1) % len(units) for a, b in zip(marks, marks[1:])), marks

@@ -168,6 +168,20 @@ def test_bridges_lose_no_command_and_snap_byte_identical(quick):
         assert raw[key] == {"n": 2, "lost": 0, "camera_stills": 4}
 
 
+def test_actioncam_latency_matches_every_frame_for_relay_and_baseline(quick):
+    results, _ = quick
+    latency = results["raw"]["actioncam"]["latency"]
+    for who in ("relay", "baseline"):
+        s = latency[who]
+        # 25 warm-up frames, then 2 s at 25 fps, each told apart by the marks in its picture
+        assert (s["decoded"], s["n"], s["lost"], s["unreadable"]) == (75, 50, 0, 0), (who, s)
+        assert 0 < s["p50"] <= s["p99"]
+    figures = {f["name"]: f for f in sections(results)["actioncam"]["figures"]}
+    for p in ("p50", "p99"):
+        fig = figures["glass-to-client latency " + p]
+        assert fig["value"] and fig["baseline"] and fig["baseline_name"] == "ffmpeg -c copy -f rtp"
+
+
 @pytest.mark.skipif(not os.environ.get("MICROPYTHON"), reason="MICROPYTHON not set")
 def test_discovery_heap_under_micropython_counts_every_document(tmp_path):
     results, _ = run_bench(tmp_path, "--only", "discovery", micropython=os.environ["MICROPYTHON"])

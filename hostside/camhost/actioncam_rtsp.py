@@ -28,10 +28,13 @@ FRAME = struct.Struct(">IQ")
 MAX_UNIT = 8 << 20   # an access unit larger than this means the framing is lost
 NS_PER_TICK = 1e9 / 90000
 
+# SPS/PPS go in-band once per keyframe from h264parse; rtph264pay's own config-interval
+# would repeat them before every IDR slice, and clients then split a multi-slice
+# keyframe into two broken pictures.
 PIPELINE = ("( appsrc name=src is-live=true format=time do-timestamp=false "
             "caps=video/x-h264,stream-format=byte-stream,alignment=au "
             "! h264parse config-interval=-1 "
-            "! rtph264pay name=pay0 pt=96 mtu=%d config-interval=-1 aggregate-mode=zero-latency )")
+            "! rtph264pay name=pay0 pt=96 mtu=%d aggregate-mode=zero-latency )")
 
 
 def _is_keyframe(unit):

@@ -16,6 +16,9 @@ Bad behaviour on demand, settable while running: `fault` for the control answers
 length larger than the bytes that follow), "stall" (never answers), "garbage_types"
 (answers with unknown types); `preview_fault` for the stream, "stall" (sends nothing)
 or "garbage_types" (unknown inner packets, wrong magic, over-long lengths in between).
+For latency measurements, `send_times` (a list, None by default) gets the send time of
+preview frame n at index n, and encode_test_stream(marks=True) draws n mod the stream's
+length into the picture, for read_mark on the decoded side.
 """
 import http.server
 import os
@@ -100,6 +103,7 @@ class SimActionCam:
         self.alive_answered = 0
         self.received = []            # (type, payload) of every control message
         self.frames_sent = 0
+        self.send_times = None        # a list: gets time.monotonic() as each frame is sent
         self.preview_started = threading.Event()
         self._stop = threading.Event()
         self._client = None
@@ -315,6 +319,8 @@ class SimActionCam:
                 unit = self.units[n % len(self.units)]
                 stamp = int(n * (90000 if self.clock == "ticks" else 1000) / self.fps)
                 grams, seq = self.datagrams(unit, seq, stamp)
+                if self.send_times is not None:
+                    self.send_times.append(time.monotonic())
                 for g in grams:
                     try:
                         out.sendto(g, self._preview_target)
@@ -329,17 +335,33 @@ class SimActionCam:
             out.close()
 
 
-def encode_test_stream(path, seconds=4, size="1280x720", fps=25, gop=25, noise=0):
+# encode_test_stream(marks=True): frame i's index (mod 128) drawn at the top left as
+# MARK_BITS cells of MARK_CELL x MARK_CELL/2 pixels, bit k (white box or black) in cell k
+MARK_BITS, MARK_CELL = 7, 32
+
+
+def encode_test_stream(path, seconds=4, size="1280x720", fps=25, gop=25, noise=0, marks=False,
+                       slices=0):
     """A real H.264 Annex-B stream from ffmpeg's test source (for the tests, bench and demo);
-    `noise` (0-100) makes it cost bits as a real scene does."""
+    `noise` (0-100) makes it cost bits as a real scene does; `marks` draws each frame's
+    index, so a client that decodes the stream can tell which frame it got (read_mark);
+    `slices` fixes the slices per frame (else x264 picks them from the CPU count)."""
     import subprocess
     source = "testsrc=size=%s:rate=%d" % (size, fps)
-    if noise:
-        source += ",noise=alls=%d:allf=t" % noise
+    if noise:   # on gbrp, as ffmpeg picks by itself without marks (yuv noise costs 10x the bits)
+        source += ",format=gbrp,noise=alls=%d:allf=t" % noise
+    if marks:
+        half = MARK_CELL // 2
+        source += ",format=yuv420p,drawbox=x=0:y=0:w=%d:h=%d:color=black:t=fill" % (
+            MARK_BITS * MARK_CELL, half)
+        for k in range(MARK_BITS):
+            source += (",drawbox=x=%d:y=%d:w=%d:h=%d:color=white:t=fill:enable='bitand(n\\,%d)'"
+                       % (k * MARK_CELL + half // 2, half // 4, half, half // 2, 1 << k))
     subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
                     source, "-t", str(seconds),
                     "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency",
-                    "-g", str(gop), "-pix_fmt", "yuv420p", "-bsf:v", "h264_mp4toannexb",
+                    "-g", str(gop), "-pix_fmt", "yuv420p", "-bsf:v", "h264_mp4toannexb"]
+                   + (["-x264-params", "slices=%d:sliced-threads=0" % slices] if slices else []) + [
                     "-f", "h264", path], check=True, timeout=120)
     with open(path, "rb") as f:
         return f.read()
@@ -352,3 +374,17 @@ def make_files(directory, count=12, size=50000):
         with open(os.path.join(directory, "2026_0101_%06d.MOV" % (i + 1)), "wb") as f:
             f.write(struct.pack(">I", i) * ((size + i * 997) // 4))
     return directory
+
+
+def read_mark(strip):
+    """The frame index in the top MARK_CELL/2 rows (8-bit gray, MARK_BITS * MARK_CELL wide)
+    of a frame encoded with marks=True; None when a cell is neither black nor white."""
+    width, row = MARK_BITS * MARK_CELL, MARK_CELL // 4
+    index = 0
+    for k in range(MARK_BITS):
+        level = strip[row * width + k * MARK_CELL + MARK_CELL // 2]
+        if 64 <= level <= 192:
+            return None
+        if level > 192:
+            index |= 1 << k
+    return index
