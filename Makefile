@@ -109,8 +109,11 @@ $(UMQTT): | $(VENV)/.stamp
 
 venv: $(VENV)/.stamp $(UMQTT)
 
+# 4 workers on 2 cores: most tests wait on real brokers, agents and tools rather than
+# compute. --dist loadfile keeps each file in one worker, in order (a file's last test
+# may check what its others did).
 test: deps venv
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 4 --dist loadfile tests
 
 demo: deps venv
 	@$(PY) -m camhost demo $(ARGS)

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from broker_fixtures import mosquitto, stop_leftovers, wait_until  # noqa: F401 (fixtures)
+from broker_fixtures import Watcher, mosquitto, stop_leftovers, wait_until  # noqa: F401
 from sysfs_fake import FakeSysfs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -92,15 +92,22 @@ def test_a_session_close_that_raises_still_releases_the_hardware(tmp_path, mosqu
                                     os.path.join(ROOT, "build", "vendor")])
         env = dict(os.environ, PYTHONPATH=path_env, MICROPYPATH=path_env.replace(
             os.pathsep, ":") + ":.frozen")
+        w = Watcher(mosquitto, ["camagent/closecam/availability"])
         p = subprocess.Popen([python, "-c", RAISING_CLOSE, "-c", str(path)], env=env,
                              stderr=subprocess.PIPE, text=True, cwd="/")
         try:
             wait_until(lambda: p.poll() is not None or 1 in (fs.value(14), fs.value(15)),
                        what="homing")
+            # the session must exist for its close to raise: SIGINT before it is made
+            # would test nothing (the agent homes before it connects)
+            wait_until(lambda: p.poll() is not None or any(
+                payload == b"online" for payload, _ in w.all("camagent/closecam/availability")),
+                what="the agent online")
             assert p.poll() is None, p.stderr.read()
             p.send_signal(signal.SIGINT)
             p.wait(20)
         finally:
+            w.close()
             if p.poll() is None:
                 p.kill()
         err = p.stderr.read()

@@ -70,9 +70,12 @@ class _RangeHandler(http.server.BaseHTTPRequestHandler):
                 block = f.read(min(65536, left))
                 if not block:
                     break
+                # counted before the write: once the client has the last byte, the
+                # count must already say so (a test reads it right after)
+                with self.server.count_lock:
+                    self.server.bytes_served += len(block)
                 self.wfile.write(block)
                 left -= len(block)
-                self.server.bytes_served += len(block)
 
     def log_message(self, *args):
         pass
@@ -134,6 +137,7 @@ class SimActionCam:
         self.http.files = self.files
         self.http.ranges = ranges
         self.http.bytes_served = 0
+        self.http.count_lock = threading.Lock()
         self.http_port = self.http.server_address[1]
 
     # --- life -------------------------------------------------------------------------
