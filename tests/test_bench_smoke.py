@@ -74,7 +74,10 @@ def test_steps_counts_one_sysfs_write_per_half_step(quick):
             # write(2) calls counted by the kernel, and the writes the wrapper saw
             assert figures["writes_per_half_step"] == 1.0, (who, figures)
             assert figures["logged_per_half_step"] == 1.0, (who, figures)
-            assert figures["half_steps"] == 2 * 50            # 0.05 s at 1000/s, two axes
+            # 0.05 s at 1000/s, two axes; the loop stops once both have made 50, and the
+            # first to get there goes on while the other catches up (a step or two on a
+            # loaded machine)
+            assert 2 * 50 <= figures["half_steps"] <= 2 * 50 + 10, figures["half_steps"]
             assert figures["intervals"] > 0
             assert figures["achieved"] > 0 and figures["p99"] >= figures["p50"] >= 0
     names = [f["name"] for f in sections(results)["steps"]["figures"]]
