@@ -10,11 +10,11 @@ BUILD := build
 APT_PACKAGES := python3-venv mosquitto mosquitto-clients flashrom squashfs-tools u-boot-tools \
 	shellcheck inotify-tools openssl xz-utils busybox ffmpeg libubootenv-tool \
 	python3-gi python3-gst-1.0 gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base \
-	gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-libav
+	gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-libav iproute2
 # Commands those packages provide, used to decide whether apt-get is needed (mosquitto and
 # flashrom are in /usr/sbin, which is not on a normal user's PATH).
 APT_COMMANDS := mosquitto mosquitto_pub flashrom mksquashfs unsquashfs mkimage \
-	shellcheck inotifywait openssl xz busybox ffmpeg ffprobe fw_printenv
+	shellcheck inotifywait openssl xz busybox ffmpeg ffprobe fw_printenv ss
 # Only `make bench` needs these: the cross gcc and qemu-user build and run the 32-bit ARM
 # interpreter of the footprint rows (skipped, with the reason, without them).
 BENCH_APT_PACKAGES := gcc-arm-linux-gnueabihf qemu-user

@@ -25,6 +25,7 @@ from broker import Mosquitto
 from common import ShmSysfs, percentile, runtimes
 from table import figure, section
 
+from camhost import tools
 from camhost.simmajestic import SimMajestic, make_jpeg
 
 SNAPDRIVER = os.path.join(common.BENCH, "snapdriver.py")
@@ -152,7 +153,7 @@ def _cruise(run, skip=8):
 
 def run(repeats=REPEATS, steps=STEPS, image=IMAGE):
     for tool in ("ffmpeg", "mosquitto"):
-        if not shutil.which(tool):
+        if not tools.which(tool):
             return section("Snapshot relay", skipped="%s is not installed" % tool), {}
     figures, notes, raw = [], [], {}
     jpeg = make_jpeg(*image, noise=True)

@@ -83,7 +83,8 @@ def test_the_real_agent_reports_memory_error_and_fits(tmp_path, mosquitto):
     with ShmSysfs() as fs:
         probe = footprint.HeapProbe(mp, out, mosquitto.port, fs)
         kind, line = probe.runs(16 * 1024)
-        assert kind == footprint.MEMORY and "memory allocation failed" in line, (kind, line)
+        # at the smallest heaps MicroPython cuts its own message short ("memory allocation")
+        assert kind == footprint.MEMORY and "memory allocation" in line, (kind, line)
         assert probe.runs(1024 * 1024) == (footprint.FITS, "")
         # an agent without its MQTT library: a failure, and not one of memory
         shutil.rmtree(os.path.join(out, "umqtt"))
