@@ -70,8 +70,8 @@ def test_snapshot_query_and_retain_from_config(tmp_path, mosquitto):
         i, topic, payload = _snapshot(w, agent, start)
         assert payload == agent.sim.majestic.image(320, 180, 50)
         assert agent.sim.majestic.requests[-1] == "/image.jpg?width=320&height=180&qfactor=50"
-        retained = subprocess.run(["mosquitto_sub", "-p", str(mosquitto.port), "-t",
-                                   agent.base + "/snapshot", "-C", "1", "-W", "5",
+        retained = subprocess.run(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(mosquitto.port),
+                                   "-t", agent.base + "/snapshot", "-C", "1", "-W", "5",
                                    "--retained-only"], capture_output=True, timeout=20).stdout
         assert retained.rstrip(b"\n") == payload or retained == payload
     finally:
