@@ -14,6 +14,8 @@ import gc
 import json
 import sys
 
+from timedgpio import Opener, intervals
+
 try:
     import micropython
 except ImportError:
@@ -89,49 +91,15 @@ def run_until(loop, condition, limit_us):
         loop.remove(d)
 
 
-class TimedFile:
-    def __init__(self, f, times, clock):
-        self._f = f
-        self._times = times
-        self._clock = clock
-
-    def seek(self, pos):
-        return self._f.seek(pos)
-
-    def write(self, data):
-        self._times.append(self._clock())
-        return self._f.write(data)
-
-    def close(self):
-        self._f.close()
-
-
-class Opener:
-    """Pan's value files come back timestamped (a preallocated list would be leaner,
-    but the same wrapper serves both runs being compared)."""
-
-    def __init__(self, pins, clock):
-        self.times = []
-        self._names = ["gpio%d" % pin for pin in pins]
-        self._clock = clock
-
-    def __call__(self, path, mode="r", buffering=-1):
-        f = open(path, mode, buffering)
-        parts = path.split("/")
-        if parts[-1] == "value" and parts[-2] in self._names:
-            return TimedFile(f, self.times, self._clock)
-        return f
-
-
 def mode_steps(p):
     from camagent import boards
     from camagent.compat import ticks_diff, ticks_us
     pins = boards.profile("imou-ranger-rc-4mp")["pins"]["pan"]
-    opener = Opener(pins, ticks_us)
+    opener = Opener(pins, (), p["steps"] + 16, ticks_us)   # pan's writes only
     cam, session = build(p, opener)
     relay = cam.snapshot
     try:
-        del opener.times[:]
+        opener.arm(True)
         pan = cam.pan
         start = pan.steps
         t0 = ticks_us()
@@ -142,9 +110,9 @@ def mode_steps(p):
         move_us = ticks_diff(ticks_us(), t0)
         run_until(cam.loop, lambda: not cam.majestic.busy, 120000000)
         relay_us = ticks_diff(ticks_us(), t0)
-        t = opener.times
-        intervals = [ticks_diff(t[i + 1], t[i]) for i in range(len(t) - 1)]
-        return {"intervals": intervals, "move_us": move_us, "relay_us": relay_us,
+        opener.arm(False)
+        return {"intervals": intervals(opener.logs[0], ticks_diff),
+                "move_us": move_us, "relay_us": relay_us,
                 "published": relay.published, "failed": relay.failed,
                 "connects": session.connects}
     finally:

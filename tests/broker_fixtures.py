@@ -326,3 +326,15 @@ def send(watcher, base, suffix, payload, done=None):
 
 def still(state):
     return not state["pan"]["moving"] and not state["tilt"]["moving"]
+
+
+def availability(watcher, base):
+    """The last availability `base` published, or None."""
+    got = watcher.all(base + "/availability")
+    return got[-1][0] if got else None
+
+
+def wait_state(watcher, base, done, what):
+    """The first state document on `base` that satisfies done(doc)."""
+    i, t, p = watcher.wait_for(lambda t, p: t == base + "/state" and done(json.loads(p)), what)
+    return json.loads(p)

@@ -12,8 +12,8 @@ import threading
 
 import pytest
 
-from broker_fixtures import (WAIT_S, Mosquitto, Watcher, free_port, mosquitto,  # noqa: F401
-                             send, stop_leftovers, wait_until)
+from broker_fixtures import (WAIT_S, Mosquitto, Watcher, availability, free_port,  # noqa: F401
+                             mosquitto, send, stop_leftovers, wait_state, wait_until)
 from camhost.actioncam import ActionCam
 from camhost.actioncam_bridge import ActionCamBridge
 from camhost.bridge import Bridge
@@ -56,22 +56,11 @@ def watcher(mosquitto):
     w.close()
 
 
-def availability(watcher):
-    got = watcher.all(BASE + "/availability")
-    return got[-1][0] if got else None
-
-
-def wait_state(watcher, done, what):
-    """The first state document that satisfies done(doc)."""
-    i, t, p = watcher.wait_for(lambda t, p: t == BASE + "/state" and done(json.loads(p)), what)
-    return json.loads(p)
-
-
 def test_commands_state_and_discovery_end_to_end(sim, mosquitto, watcher):
     run = Running(sim.control_port, mosquitto, rtsp_url="rtsp://cam.lan:8554/preview")
     try:
-        wait_until(lambda: availability(watcher) == b"online", what="online")
-        state = wait_state(watcher, lambda d: d["files"] == 5, "the file count")
+        wait_until(lambda: availability(watcher, BASE) == b"online", what="online")
+        state = wait_state(watcher, BASE, lambda d: d["files"] == 5, "the file count")
         assert state["firmware"] == "v1.0 rc5" and state["recording"] is None
         assert state["problems"] == [] and state["rtsp_url"] == "rtsp://cam.lan:8554/preview"
 
@@ -107,7 +96,7 @@ def test_commands_state_and_discovery_end_to_end(sim, mosquitto, watcher):
         watcher.wait_for(lambda t, p: t == BASE + "/state", "the state again", start=start)
     finally:
         run.close()
-    assert availability(watcher) == b"offline"
+    assert availability(watcher, BASE) == b"offline"
 
 
 @pytest.mark.parametrize("suffix, payload, message", [
@@ -121,12 +110,12 @@ def test_bad_payloads_are_answered_on_the_error_topic(sim, mosquitto, watcher, s
                                                       payload, message):
     run = Running(sim.control_port, mosquitto)
     try:
-        wait_until(lambda: availability(watcher) == b"online", what="online")
+        wait_until(lambda: availability(watcher, BASE) == b"online", what="online")
         kind, doc = send(watcher, BASE, suffix, payload.encode("latin-1"))
         assert kind == "error" and doc["error"] == message
         assert doc["topic"] == "%s/%s" % (BASE, suffix)
         assert sim.recording is False and sim.stills == 0
-        wait_state(watcher, lambda d: d["commands"]["rejected"] == 1, "the rejected count")
+        wait_state(watcher, BASE, lambda d: d["commands"]["rejected"] == 1, "the rejected count")
     finally:
         run.close()
 
@@ -136,17 +125,17 @@ def test_offline_when_the_camera_goes_and_online_when_it_returns(sim, mosquitto,
     port = sim.control_port
     run = Running(port, mosquitto)
     try:
-        wait_until(lambda: availability(watcher) == b"online", what="online")
+        wait_until(lambda: availability(watcher, BASE) == b"online", what="online")
         sim.close()
-        wait_until(lambda: availability(watcher) == b"offline", what="offline")
-        state = wait_state(watcher, lambda d: d["problems"], "a problem in the state")
+        wait_until(lambda: availability(watcher, BASE) == b"offline", what="offline")
+        state = wait_state(watcher, BASE, lambda d: d["problems"], "a problem in the state")
         assert state["problems"][0].startswith("the camera at 127.0.0.1:%d does not answer: "
                                                % port)
         kind, doc = send(watcher, BASE, "still/take", "TAKE")
         assert kind == "error" and doc["error"].startswith("the camera is offline (")
         back = SimActionCam(control_port=port, alive_interval_s=0.2)
         with back:
-            wait_until(lambda: availability(watcher) == b"online", what="online again")
+            wait_until(lambda: availability(watcher, BASE) == b"online", what="online again")
             kind, doc = send(watcher, BASE, "still/take", "TAKE", lambda d: d["stills"] == 1)
             assert kind == "state" and back.stills == 1 and doc["problems"] == []
     finally:
@@ -158,14 +147,14 @@ def test_the_bridge_survives_a_broker_restart(sim, tmp_path):
     run = Running(sim.control_port, broker)
     try:
         first = Watcher(broker, topics=("camagent/#",))
-        wait_until(lambda: availability(first) == b"online", what="online")
+        wait_until(lambda: availability(first, BASE) == b"online", what="online")
         first.close()
         broker.stop()               # no persistence: every retained message is gone
         broker.start()
         again = Watcher(broker, topics=("camagent/#", "homeassistant/#"))
         try:
             # retained again: the bridge republished them on reconnecting
-            wait_until(lambda: availability(again) == b"online", what="online after restart")
+            wait_until(lambda: availability(again, BASE) == b"online", what="online after restart")
             again.wait_for(lambda t, p: t.endswith("/switch/camhost_ac1/recording/config"),
                            "discovery after restart")
             kind, doc = send(again, BASE, "record/set", "ON", lambda d: d["recording"])
@@ -191,12 +180,12 @@ def test_the_cli_says_offline_on_exit_and_its_will_says_it_on_a_crash(sim, mosqu
                                                                       how):
     proc = _cli(sim, mosquitto.url)
     try:
-        wait_until(lambda: availability(watcher) == b"online", what="online")
+        wait_until(lambda: availability(watcher, BASE) == b"online", what="online")
         kind, doc = send(watcher, BASE, "still/take", "PRESS", lambda d: d["stills"] == 1)
         assert kind == "state" and sim.stills == 1
         proc.send_signal(getattr(signal, how))
         assert proc.wait(WAIT_S) == (0 if how == "SIGTERM" else -signal.SIGKILL)
-        wait_until(lambda: availability(watcher) == b"offline", what="offline")
+        wait_until(lambda: availability(watcher, BASE) == b"offline", what="offline")
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -230,7 +219,7 @@ def test_the_bridge_serves_the_preview_and_publishes_its_url(mosquitto, watcher,
         proc = _cli(sim, mosquitto.url, "--rtsp-port", "0", "--preview-port",
                     str(sim.preview_port))
         try:
-            state = wait_state(watcher, lambda d: d["rtsp_url"] and not d["problems"],
+            state = wait_state(watcher, BASE, lambda d: d["rtsp_url"] and not d["problems"],
                                "the stream's URL")
             url = state["rtsp_url"]
             assert url.startswith("rtsp://127.0.0.1:") and url.endswith("/preview")
@@ -257,11 +246,11 @@ def test_an_answer_that_does_not_parse_is_a_problem_not_a_crash(sim, mosquitto, 
     monkeypatch.setattr(actioncam_wire, "firmware_payload", lambda version: b"short")
     run = Running(sim.control_port, mosquitto)
     try:
-        state = wait_state(watcher, lambda d: d["problems"], "the problem")
+        state = wait_state(watcher, BASE, lambda d: d["problems"], "the problem")
         assert state["problems"][0].endswith("firmware information of 5 bytes has no version "
                                              "string (at offset 80)")
-        assert availability(watcher) == b"offline" and run.thread.is_alive()
+        assert availability(watcher, BASE) == b"offline" and run.thread.is_alive()
         monkeypatch.undo()
-        wait_until(lambda: availability(watcher) == b"online", what="online once it parses")
+        wait_until(lambda: availability(watcher, BASE) == b"online", what="online once it parses")
     finally:
         run.close()

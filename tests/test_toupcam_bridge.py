@@ -9,33 +9,15 @@ import threading
 
 import pytest
 
-from broker_fixtures import (WAIT_S, Watcher, mosquitto,  # noqa: F401
-                             send, stop_leftovers, wait_until)
+from broker_fixtures import (WAIT_S, Watcher, availability, mosquitto,  # noqa: F401
+                             send, stop_leftovers, wait_state, wait_until)
 from camhost import toupcam
 from camhost.bridge import Bridge
-from camhost.simtoupcam import SimToupCam, make_test_jpeg
 from camhost.toupcam_bridge import ToupCamBridge
-from test_toupcam import free_udp_port
+from test_toupcam import cam, free_udp_port, jpeg, listen  # noqa: F401 (fixtures)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE = "camagent/tc1"
-
-
-@pytest.fixture(scope="module")
-def jpeg(tmp_path_factory):
-    return make_test_jpeg(str(tmp_path_factory.mktemp("jpeg") / "t.jpg"))
-
-
-@pytest.fixture
-def listen():
-    return free_udp_port()
-
-
-@pytest.fixture
-def cam(jpeg, listen):
-    sim = SimToupCam(jpeg, report_to=[("127.0.0.1", listen)], report_interval_s=0.2)
-    with sim:
-        yield sim
 
 
 @pytest.fixture
@@ -71,20 +53,9 @@ def running(cam, listen, mosquitto, tmp_path):
     run.close()
 
 
-def availability(watcher):
-    got = watcher.all(BASE + "/availability")
-    return got[-1][0] if got else None
-
-
-def wait_state(watcher, done, what):
-    """The first state document that satisfies done(doc)."""
-    i, t, p = watcher.wait_for(lambda t, p: t == BASE + "/state" and done(json.loads(p)), what)
-    return json.loads(p)
-
-
 def test_snap_registers_and_discovery_end_to_end(cam, running, watcher, tmp_path):
-    wait_until(lambda: availability(watcher) == b"online", what="online")
-    state = wait_state(watcher, lambda d: len(d["registers"]) == 3, "three registers")
+    wait_until(lambda: availability(watcher, BASE) == b"online", what="online")
+    state = wait_state(watcher, BASE, lambda d: len(d["registers"]) == 3, "three registers")
     assert state["registers"] == {"color_temperature": 58000, "exposure": 180, "gamma": 700}
 
     kind, doc = send(watcher, BASE, "snap/take", "TAKE", lambda d: d["snaps"] == 1)
@@ -97,11 +68,11 @@ def test_snap_registers_and_discovery_end_to_end(cam, running, watcher, tmp_path
 
     kind, doc = send(watcher, BASE, "exposure/set", "250")
     assert kind == "state" and cam.writes == [(3, 250)]
-    doc = wait_state(watcher, lambda d: d["registers"].get("exposure") == 250 and
+    doc = wait_state(watcher, BASE, lambda d: d["registers"].get("exposure") == 250 and
                      not d["unconfirmed"], "the write reported back")
     kind, doc = send(watcher, BASE, "register/set", "0x0B=7")
     assert kind == "state"
-    wait_state(watcher, lambda d: d["registers"].get("0x0B") == 7, "register 0x0B")
+    wait_state(watcher, BASE, lambda d: d["registers"].get("0x0B") == 7, "register 0x0B")
 
     configs = {t: json.loads(p) for t, p, r in watcher.messages
                if t.startswith("homeassistant/") and p}
@@ -128,19 +99,19 @@ def test_snap_registers_and_discovery_end_to_end(cam, running, watcher, tmp_path
 ])
 def test_bad_commands_are_answered_on_the_error_topic(cam, running, watcher, suffix, payload,
                                                       message):
-    wait_until(lambda: availability(watcher) == b"online", what="online")
+    wait_until(lambda: availability(watcher, BASE) == b"online", what="online")
     kind, doc = send(watcher, BASE, suffix, payload)
     assert kind == "error" and doc["error"] == message
     assert cam.writes == [] and cam.snaps == 0
 
 
 def test_a_snap_that_fails_is_an_error_and_a_problem(cam, running, watcher):
-    wait_until(lambda: availability(watcher) == b"online", what="online")
+    wait_until(lambda: availability(watcher, BASE) == b"online", what="online")
     cam.fault = "no_jpeg"
     kind, doc = send(watcher, BASE, "snap/take", "TAKE")
     assert kind == "error"
     assert doc["error"].startswith("the camera did not do it: snap reply, GEPJ layer: no 'GEPJ'")
-    state = wait_state(watcher, lambda d: d["commands"]["rejected"] == 1, "the rejected count")
+    state = wait_state(watcher, BASE, lambda d: d["commands"]["rejected"] == 1, "the rejected count")
     assert state["problems"][0].startswith("the last snap failed: snap reply, GEPJ layer")
     assert watcher.all(BASE + "/snap/image") == []
     cam.fault = None
@@ -149,18 +120,18 @@ def test_a_snap_that_fails_is_an_error_and_a_problem(cam, running, watcher):
 
 
 def test_offline_while_the_camera_is_silent_and_unconfirmed_writes(cam, running, watcher):
-    wait_until(lambda: availability(watcher) == b"online", what="online")
+    wait_until(lambda: availability(watcher, BASE) == b"online", what="online")
     cam.udp_fault = "ignore_writes"
     send(watcher, BASE, "exposure/set", "90")
-    state = wait_state(watcher, lambda d: d["unconfirmed"] == {"exposure": 90},
+    state = wait_state(watcher, BASE, lambda d: d["unconfirmed"] == {"exposure": 90},
                        "the write unconfirmed")
     assert state["registers"]["exposure"] == 180
     cam.udp_fault = "silent"
-    wait_until(lambda: availability(watcher) == b"offline", what="offline")
-    state = wait_state(watcher, lambda d: d["problems"], "a problem")
+    wait_until(lambda: availability(watcher, BASE) == b"offline", what="offline")
+    state = wait_state(watcher, BASE, lambda d: d["problems"], "a problem")
     assert state["problems"][0].startswith("no report from the camera at 127.0.0.1")
     cam.udp_fault = None
-    wait_until(lambda: availability(watcher) == b"online", what="online again")
+    wait_until(lambda: availability(watcher, BASE) == b"online", what="online again")
 
 
 def test_the_cli_bridge_and_sigterm(cam, listen, mosquitto, watcher):
@@ -171,12 +142,12 @@ def test_the_cli_bridge_and_sigterm(cam, listen, mosquitto, watcher):
                              "--broker", mosquitto.url, "--device-id", "tc1", "--poll", "0.3"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        wait_until(lambda: availability(watcher) == b"online", what="online")
+        wait_until(lambda: availability(watcher, BASE) == b"online", what="online")
         kind, doc = send(watcher, BASE, "snap/take", "PRESS", lambda d: d["snaps"] == 1)
         assert kind == "state" and watcher.all(BASE + "/snap/image")[0][0] == cam.jpeg
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(WAIT_S) == 0
-        wait_until(lambda: availability(watcher) == b"offline", what="offline")
+        wait_until(lambda: availability(watcher, BASE) == b"offline", what="offline")
     finally:
         if proc.poll() is None:
             proc.kill()
