@@ -199,7 +199,7 @@ def start(camera, cfg, session):
         from .motion import Motion
         motion = Motion(session, cfg["motion"])
         commands = session.commands
-        after = session.after_local_command
+        after = session.after_command
     else:
         from .commands import Commands
         from .presets import Presets

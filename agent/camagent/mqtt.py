@@ -342,8 +342,7 @@ class Session:
         self._problem = None
         self._beat_at = None       # next heartbeat (ping, maybe periodic state)
         self._answer_by = None     # outstanding ping must be answered by then
-        self._pong = False         # the ping's answer has come
-        self._subscribed = False   # the SUBACK has come
+        self._awaited = None       # the packet type _wait_for() waits for, until it comes
         self._healthy_at = None    # the connection has lasted long enough: reset the backoff
         self._publish_at = None    # coalesced state publication
         self._publish_gap = MinGap(PUBLISH_GAP_US)
@@ -439,11 +438,9 @@ class Session:
             self._poller = select.poll()
             self._poller.register(client.sock, select.POLLIN)
             client.subscribe_all(self._topics)
-            self._subscribed = False
-            self._wait_for("_subscribed", IO_TIMEOUT_S * 1000)
-            if not self.connected:
-                return   # lost while subscribing: logged and retried already
-            if not self._subscribed:
+            if not self._wait_for(SUBACK, IO_TIMEOUT_S * 1000):
+                if not self.connected:
+                    return   # lost while subscribing: logged and retried already
                 raise OSError("no SUBACK within %d s" % IO_TIMEOUT_S)
         except Exception as e:
             self._close_socket()
@@ -535,24 +532,22 @@ class Session:
             self._lost("ping failed: %s" % _describe(e))
             return
         self._answer_by = ticks_add(now, self._answer_us)
-        self._pong = False
         if not self.cam.busy:
             # idle: take the answer in this same wakeup instead of a second one (a
             # command may come first)
-            self._wait_for("_pong", PING_WAIT_MS)
+            self._wait_for(PINGRESP, PING_WAIT_MS)
 
-    def _wait_for(self, flag, wait_ms):
-        """Read packets for up to wait_ms until the attribute `flag` is set."""
+    def _wait_for(self, kind, wait_ms):
+        """Read packets for up to wait_ms until one of type `kind` has come; True if it has."""
+        self._awaited = kind
         end = ticks_add(ticks_ms(), wait_ms)
-        while self.connected and not getattr(self, flag):
-            left = ticks_diff(end, ticks_ms())
-            ready = False
-            for obj, event in ipoll(self._poller, max(left, 0)):
-                ready = True
+        while self.connected and self._awaited:
+            for _ in ipoll(self._poller, max(ticks_diff(end, ticks_ms()), 0)):
                 break
-            if not ready:
-                break
+            else:
+                break        # nothing more within wait_ms
             self._on_readable()
+        return not self._awaited
 
     # --- receiving ------------------------------------------------------------------
     def _on_readable(self):
@@ -572,10 +567,8 @@ class Session:
                     self._answer_by = None   # a packet is coming: the broker is alive
                 break
             self._answer_by = None   # any packet proves the broker alive
-            if kind == PINGRESP:
-                self._pong = True
-            elif kind == SUBACK:
-                self._subscribed = True
+            if kind == self._awaited:
+                self._awaited = None
             count += 1
         if self.connected:
             client.ack_now()
@@ -602,12 +595,7 @@ class Session:
                 # changes, but goes out with the next state, not as one of its own
                 self._publish(self.t_error, error_document(topic, msg, str(e)).encode())
                 return
-            self._changed()   # even a command that changed nothing: clients wait for its state
-            if self.presets.changes != self._presets_seen:
-                self._presets_seen = self.presets.changes
-                if self.discovery:
-                    topic, doc = self.discovery.preset_document(self.presets.names())
-                    self._publish_pieces(topic, doc)
+            self.after_command()
         elif topic == self.t_ha_status and msg.strip().lower() == b"online":
             # Home Assistant (re)started: it has lost nothing retained, but may have
             # dropped entities whose config it saw while not ready
@@ -640,12 +628,12 @@ class Session:
             return False
         return True
 
-    def publish(self, topic, payload, retain=False):
-        """For the agent's other publishers (motion): False when it did not go out."""
-        return self._publish(topic, payload, retain)
+    # for the agent's other publishers (motion): False when it did not go out
+    publish = _publish
 
-    def after_local_command(self):
-        """A command from the local channel (ONVIF) ran: publish as after an MQTT one."""
+    def after_command(self):
+        """A command ran (from MQTT or the local channel): the state goes out, even when
+        nothing changed (clients wait for it), and the preset select when presets did."""
         self._changed()
         if self.presets.changes != self._presets_seen:
             self._presets_seen = self.presets.changes
