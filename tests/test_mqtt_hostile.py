@@ -117,7 +117,7 @@ def test_a_broker_that_accepts_then_sends_garbage_is_retried_ever_more_slowly(tm
             # the virtual loop never polls: poll the socket for real until it is lost
             wait_until(lambda: rig.loop._poll(100) and not session.connected,
                        what="the agent to read the garbage")
-            return ticks_diff(session._retry_at, rig.loop.t)
+            return ticks_diff(session.due, rig.loop.t)
         for attempt in range(2):
             rig.loop.run_until(lambda: session.connects > attempt, limit_us=100 * 1000000)
             delay = lose_it()

@@ -27,7 +27,7 @@ def test_reconnect_backoff_is_capped_exponential_with_jitter(tmp_path, capsys):
         ratios = []
         for attempt in range(12):
             rig.loop.run_until(lambda: session._attempts > attempt, limit_us=200 * 1000000)
-            delay = ticks_diff(session._retry_at, rig.loop.t)
+            delay = ticks_diff(session.due, rig.loop.t)
             base = min(BACKOFF_MAX_S, 2 ** attempt) * 1000000
             assert base // 2 <= delay <= base, (attempt, delay)
             ratios.append(delay / base)

@@ -73,7 +73,9 @@ class _Client(MQTTClient):
         self.rx_view = memoryview(rx)
         self.topic_room = topic_room
         self.payload_room = len(rx) - 4 - topic_room
-        self.skip = bytearray(RX_CHUNK)   # header bytes and skipped bytes land here
+        # header bytes and skipped bytes land here (and, between packets, the session's
+        # PUBLISH headers)
+        self.skip = bytearray(RX_CHUNK)
         self.clock = clock
         self.on_skipped = None         # (topic, payload head, payload size) of a skipped message
         self.sub_count = 0
@@ -297,14 +299,14 @@ class Session:
         m = cfg["mqtt"]
         self.cam = camera
         self.cfg = m
-        self.device_id = cfg["device_id"]
-        self.base = "%s/%s" % (m["prefix"], self.device_id)
+        device_id = cfg["device_id"]
+        self.base = "%s/%s" % (m["prefix"], device_id)
         self._prefix_b = (self.base + "/").encode()
         self.t_state = (self.base + "/state").encode()
         self.t_avail = (self.base + "/availability").encode()
         self.t_error = (self.base + "/error").encode()
         self.t_ha_status = (m["discovery_prefix"] + "/status").encode()
-        self.client_id = m["client_id"] or "camagent-" + self.device_id
+        self.client_id = m["client_id"] or "camagent-" + device_id
         # every command topic is <base>/<word>/<word>, and our own publications are
         # one level deep: <base>/+/+ takes every command (and typo) without their echo.
         # <base>/state shows another agent on our base (instance.py), and brings our
@@ -320,51 +322,44 @@ class Session:
         self.presets = Presets(camera.state_dir + "/presets.json")
         self.commands = Commands(camera, self.presets, m["move_increment_deg"])
         self.status = Status(cfg["proc_root"])
-        self._proc_root = cfg["proc_root"]
-        self.instance = Instance(self.device_id, self.base)   # another agent on our base?
+        self.instance = Instance(device_id, self.base)   # another agent on our base?
         self.discovery = None
         if m["discovery"]:
-            self.discovery = Discovery(m["discovery_prefix"], self.base, self.device_id,
+            self.discovery = Discovery(m["discovery_prefix"], self.base, device_id,
                                        camera.board["model"], VERSION, self.status.mac())
         period, answer = heartbeat_s(m["keepalive"], m["state_interval"])
         self._beat_us = period * 1000000
         self._answer_us = answer * 1000000
         self._beats_per_state = max(1, (m["state_interval"] + period // 2) // period)
-        self._beats = 0
         self._started_s = self.status.uptime()
         self._read_status()
-        self.client = None
-        self.connected = False
         self.connects = 0          # successful connections, for tests and the log
         self.pings = 0             # heartbeats sent, for tests and the idle-cost benchmark
-        self._poller = None
         self._attempts = 0
         self._problem = None
-        self._beat_at = None       # next heartbeat (ping, maybe periodic state)
-        self._answer_by = None     # outstanding ping must be answered by then
         self._awaited = None       # the packet type _wait_for() waits for, until it comes
-        self._healthy_at = None    # the connection has lasted long enough: reset the backoff
-        self._publish_at = None    # coalesced state publication
         self._publish_gap = MinGap(PUBLISH_GAP_US)
-        self._head = bytearray(7)   # a PUBLISH's fixed header and topic length
         self._presets_seen = self.presets.changes
-        self.held = None   # a snapshot.Relay mid-packet: other publications wait for it
+        # held: a snapshot.Relay mid-packet: other publications wait for it
+        self.client = self.held = None
+        self._close_socket()       # not connected: no socket, no timers
         if camera.majestic is not None:
             from .snapshot import Relay   # only with majestic: no cost without one
             camera.snapshot = Relay(self, camera.majestic, cfg)
-        self._retry_at = camera.now()   # first connection attempt on the first loop pass
-        self.due = self._retry_at
+        # while disconnected, `due` is the next connection attempt: the first on the
+        # first loop pass
+        self.due = camera.now()
         camera.on_change = self._changed
         camera.loop.add(self)
 
     # --- loop device ----------------------------------------------------------------
     def tick(self, now):
         if not self.connected:
-            if ticks_diff(now, self._retry_at) >= 0:
+            if ticks_diff(now, self.due) >= 0:
                 if self.cam.busy:
                     # connect() blocks for up to IO_TIMEOUT_S: never while the motors step
                     # or an IR-cut coil is energised
-                    self._retry_at = ticks_add(now, BUSY_RETRY_US)
+                    self.due = ticks_add(now, BUSY_RETRY_US)
                 else:
                     self._connect(now)
             self._schedule()
@@ -395,8 +390,7 @@ class Session:
 
     def _schedule(self):
         if not self.connected:
-            self.due = self._retry_at
-            return
+            return   # due is the next connection attempt
         if not self.client.drained:
             self.due = self.cam.now()
             return
@@ -432,8 +426,7 @@ class Session:
             # the session is live from here: commands that arrive while subscribing
             # are handled and answered normally
             self.connected = True
-            self._answer_by = None
-            self._beat_at = ticks_add(now, self._beat_us)
+            self._beat_at = ticks_add(now, self._beat_us)   # next heartbeat (ping, maybe state)
             self._beats = 0
             self._poller = select.poll()
             self._poller.register(client.sock, select.POLLIN)
@@ -465,7 +458,7 @@ class Session:
         half = delay_us // 2
         delay_us = half + (half * _jitter16(now) >> 16)
         self._attempts += 1
-        self._retry_at = ticks_add(now, delay_us)
+        self.due = ticks_add(now, delay_us)
         if why != self._problem:   # log a change of trouble, not every attempt
             self._problem = why
             self._log("broker %s:%d: %s; retrying with backoff (up to %d s)"
@@ -488,9 +481,9 @@ class Session:
         if self.held is not None:   # a snapshot mid-packet: give umqtt its socket back
             self.held.abandon(client)
             self.held = None
-        self._answer_by = None
-        self._publish_at = None
-        self._healthy_at = None
+        self._answer_by = None     # outstanding ping must be answered by then
+        self._publish_at = None    # coalesced state publication
+        self._healthy_at = None    # the connection has lasted long enough: reset the backoff
         self._poller = None
         if client is None or client.sock is None:
             return
@@ -650,7 +643,7 @@ class Session:
         size = 2 + len(topic)
         for piece in pieces:
             size += len(piece)
-        head = self._head
+        head = self.client.skip        # the client's scratch buffer, free between packets
         head[0] = 0x31                 # PUBLISH, QoS 0, retained
         n = 1
         while True:                    # the remaining length, 7 bits a byte
@@ -683,7 +676,7 @@ class Session:
     def _read_status(self):
         """The periodic figures and the camera's address; True if the address changed."""
         self._status = self.status.read()
-        ip = camera_ip(self._proc_root)
+        ip = camera_ip(self.status.proc_root)
         self._status.update(video_urls(ip))
         return self.discovery is not None and self.discovery.set_ip(ip)
 
@@ -741,7 +734,8 @@ class Session:
 def _jitter16(now):
     """0..65535, random so that cameras restarted together do not retry in step."""
     try:
-        return int.from_bytes(os.urandom(2), "big")
+        r = os.urandom(2)
+        return r[0] << 8 | r[1]
     except OSError:   # no entropy device: the microsecond clock is random enough here
         return (now ^ (now >> 16)) & 0xffff
 
