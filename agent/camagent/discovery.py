@@ -13,7 +13,6 @@ import os
 
 from .commands import TOPICS
 
-RTSP_PORT = 554
 CONFIG = b'"ent_cat":"config",'
 DIAGNOSTIC = b'"ent_cat":"diagnostic",'
 _LED = b'"ops":["ON","OFF","BLINK"],'
@@ -21,7 +20,6 @@ _SIZE = b'"dev_cla":"data_size","unit_of_meas":"B","stat_cla":"measurement",'
 _STATE_KEY = b'"stat_t":"~/state","val_tpl":"{{ value_json.'
 _STATE_EXPR = b'"stat_t":"~/state","val_tpl":"{{ '
 SET = True     # the command topic is <object id>/set
-_AXES = {"pan": (b"pan", b"Pan", b"pan.position"), "tilt": (b"tilt", b"Tilt", b"tilt.position")}
 
 # Keys are HA's documented abbreviations (cmd_t: command_topic, stat_t: state_topic,
 # val_tpl: value_template, pl_prs: payload_press, ops: options, dev_cla: device_class,
@@ -71,11 +69,10 @@ _ENTITIES = (
 
 
 def video_urls(ip):
-    """{"rtsp_main", "rtsp_sub"}: majestic's two streams at `ip` (None when unknown)."""
-    if not ip:
-        return {"rtsp_main": None, "rtsp_sub": None}
-    return {"rtsp_main": "rtsp://%s:%d/stream=0" % (ip, RTSP_PORT),
-            "rtsp_sub": "rtsp://%s:%d/stream=1" % (ip, RTSP_PORT)}
+    """{"rtsp_main", "rtsp_sub"}: majestic's two streams (RTSP, port 554) at `ip`, None
+    while it is unknown (None)."""
+    return {"rtsp_main": ip and "rtsp://%s:554/stream=0" % ip,
+            "rtsp_sub": ip and "rtsp://%s:554/stream=1" % ip}
 
 
 def camera_ip(proc_root="/proc"):
@@ -136,8 +133,8 @@ class Discovery:
 
     def documents(self, axes, preset_names):
         """Every (topic, payload pieces) to publish, one at a time (the device is small)."""
-        for name in ("pan", "tilt"):
-            yield self.axis_document(name, axes[name])
+        for object_id, title in ((b"pan", b"Pan"), (b"tilt", b"Tilt")):
+            yield self.axis_document(object_id, title, axes[object_id.decode()])
         for row in _ENTITIES:
             if row[5] is None or row[5] is SET or row[5].decode() in TOPICS:
                 yield self.topic(row[0], row[1]), self._document(row)
@@ -159,12 +156,11 @@ class Discovery:
         return (self._head, name, self._uniq, object_id, b'",', category, state_head, state,
                 state_end, command_head, command, command_end, extra, self._tail)
 
-    def axis_document(self, name, axis):
-        object_id, title, state = _AXES[name]
+    def axis_document(self, object_id, title, axis):
         members = ('"min":%s,"max":%s,"step":0.1,"unit_of_meas":"\\u00b0","mode":"slider",'
                    % (axis.min_deg, axis.max_deg)).encode()
         return self.topic(b"number", object_id), self._document(
-            (b"number", object_id, title, b"", state, SET, members))
+            (b"number", object_id, title, b"", object_id + b".position", SET, members))
 
     def preset_document(self, names):
         """The preset select, whose state is the preset the camera is at ("None" in the
