@@ -11,7 +11,7 @@ waits on the channel.
 import errno
 import sys
 
-from .compat import ticks_add, ticks_diff
+from .compat import reason, ticks_add, ticks_diff
 
 MAX_LINE = 128
 MAX_CLIENTS = 4             # open requests at once; more wait in the listen backlog
@@ -63,7 +63,6 @@ class Channel:
     def __init__(self, loop, port, handler):
         self.loop = loop
         self.handler = handler
-        self.port = port
         self.clients = []      # [socket, received bytes, deadline]
         self.due = None        # the nearest client deadline
         self.served = 0        # requests answered "ok", for tests and the bench
@@ -80,8 +79,10 @@ class Channel:
             s.setblocking(False)
         except OSError as e:
             s.close()
+            # the errno in words (compat's table has no EADDRINUSE: not a file error)
+            why = "address in use" if errno.EADDRINUSE in e.args else reason(e)
             self.error = ("local channel: cannot listen on 127.0.0.1:%d (%s); motion and "
-                          "ONVIF PTZ are off" % (port, _errname(e)))
+                          "ONVIF PTZ are off" % (port, why))
             print("camagent: " + self.error, file=sys.stderr)
             return
         self.sock = s
@@ -114,8 +115,8 @@ class Channel:
         try:
             data = client[0].recv(MAX_LINE + 1 - len(client[1]))
         except OSError as e:
-            if e.args and e.args[0] == errno.EAGAIN:
-                return
+            if errno.EAGAIN in e.args:
+                return          # nothing there yet
             data = b""          # reset by the peer: answer what came, if anything
         buf = client[1] + data
         client[1] = buf
@@ -186,12 +187,6 @@ def _send_close(conn, reply):
     conn.close()
 
 
-def _errname(e):
-    code = e.args[0] if e.args else None
-    return {errno.EADDRINUSE: "address in use", errno.EACCES: "permission denied"}.get(
-        code, str(e))
-
-
 def start(camera, cfg, session):
     """The channel on cfg["local_port"], answering motion (with a session) and ONVIF PTZ."""
     motion = None
@@ -222,6 +217,4 @@ def start(camera, cfg, session):
             after()
         return data
 
-    channel = Channel(camera.loop, cfg["local_port"], handle)
-    channel.motion = motion
-    return channel
+    return Channel(camera.loop, cfg["local_port"], handle)

@@ -155,8 +155,8 @@ class OnvifPtz:
 def _float(word, what):
     try:
         value = float(word)
+        if finite(value):
+            return value
     except ValueError:
-        value = None
-    if value is None or not finite(value):
-        raise CommandError("%s %r is not a finite number" % (what, word[:16]))
-    return value
+        pass
+    raise CommandError("%s %r is not a finite number" % (what, word[:16]))
