@@ -167,7 +167,6 @@ class Recorder:
         self.due = None
         self.up = False
         self.sent = []
-        self.snapshots = []
 
     def publish(self, topic, payload, retain=False):
         if not self.up:
@@ -175,9 +174,15 @@ class Recorder:
         self.sent.append([topic.decode(), payload.decode(), retain, clock.monotonic_s()])
         return True
 
+class Relay:
+    # the camera's snapshot relay (snapshot.Relay) as Motion uses it
+    def __init__(self):
+        self.snapshots = []
+
     def request_snapshot(self, reason):
         self.snapshots.append(reason)
 
+cam.snapshot = Relay()
 rec = Recorder(cam)
 motion = Motion(rec, {"quiet_s": 30, "snapshot": True})
 """
@@ -200,5 +205,5 @@ def test_motion_timing_in_the_vm(vm):
     on_at, off_at = sent[1][3], sent[2][3]
     assert off_at - on_at == 50                        # quiet_s after the second detection
     assert on_at == t0
-    assert vm.eval("rec.snapshots") == ["motion"]      # once per ON, not per detection
+    assert vm.eval("cam.snapshot.snapshots") == ["motion"]      # once per ON, not per detection
     assert vm.eval("motion.events") == 2

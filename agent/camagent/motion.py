@@ -7,9 +7,6 @@ just after the session's next connection attempt.
 """
 from .compat import ticks_add, ticks_diff
 
-_PAYLOAD = (b"OFF", b"ON")
-RETRY_US = 1000000          # when the session has no attempt scheduled
-
 
 class Motion:
     def __init__(self, session, cfg):
@@ -32,7 +29,9 @@ class Motion:
         if not self.active:
             self.active = True
             if self.snapshot:
-                _request_snapshot(self.session)
+                relay = self.session.cam.snapshot   # the snapshot relay: None without majestic
+                if relay is not None:
+                    relay.request_snapshot("motion")   # a picture of the motion
         self._sync(now)
 
     def tick(self, now):
@@ -42,24 +41,17 @@ class Motion:
 
     def _sync(self, now):
         want = self.active
-        if self._sent != want and self.session.publish(self.topic, _PAYLOAD[want], True):
+        payload = b"ON" if want else b"OFF"
+        if self._sent != want and self.session.publish(self.topic, payload, True):
             self._sent = want
         due = None
         if self._sent != want:
-            # not connected: look again just after the session's next attempt
+            # not connected: look again just after the session's next attempt (or in 1 s
+            # when it has none scheduled)
             due = self.session.due
-            due = ticks_add(now, RETRY_US) if due is None or ticks_diff(due, now) < 0 \
+            due = ticks_add(now, 1000000) if due is None or ticks_diff(due, now) < 0 \
                 else ticks_add(due, 1000)
         if want and (due is None or ticks_diff(self._quiet_until, due) < 0):
             due = self._quiet_until
         self.due = due
 
-
-def _request_snapshot(session):
-    """Ask the snapshot relay, where this image has one, for a picture of the motion."""
-    for owner in (session, getattr(session, "snapshot", None),
-                  getattr(session.cam, "snapshot", None)):
-        request = getattr(owner, "request_snapshot", None)
-        if request is not None:
-            request("motion")
-            return
