@@ -12,8 +12,6 @@ states live).
 import json
 import os
 
-_REMEMBERED = 8    # other instance ids remembered: a few clones, bounded memory
-
 
 class Instance:
     def __init__(self, device_id, base):
@@ -44,8 +42,9 @@ class Instance:
         if not isinstance(other, str) or other == self.id:
             return False
         last = self._others.get(other)
-        if len(self._others) >= _REMEMBERED:
-            self._others = {}    # someone floods us with ids: start over
+        if len(self._others) >= 8:
+            # a few clones are remembered; someone flooding us with ids: start over
+            self._others = {}
         self._others[other] = count
         if last is None or last == count or self.problem is not None:
             return False
@@ -55,9 +54,10 @@ class Instance:
 
 
 def _random_id():
+    """8 hex digits."""
     try:
-        raw = os.urandom(4)
+        n = int.from_bytes(os.urandom(4), "big")
     except (AttributeError, OSError):   # no entropy source: time is unique enough per boot
         from .compat import ticks_us
-        raw = ticks_us().to_bytes(4, "big")
-    return "".join("%02x" % b for b in raw)
+        n = ticks_us()
+    return "%08x" % n

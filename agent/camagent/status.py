@@ -8,9 +8,6 @@ import os
 
 from .compat import read_text
 
-_LIMIT = 32768  # /proc/mounts can be long on a desktop; on the camera each file is ~1.5 KB
-_SD_DEVICE = "/dev/mmcblk"   # the SD card reader's block devices
-
 
 class Status:
     def __init__(self, proc_root="/proc", net_root="/sys/class/net", wifi="wlan0"):
@@ -55,10 +52,10 @@ class Status:
         """Bytes free on the mounted SD card, or None when no card is mounted."""
         for line in _lines(self.proc_root + "/mounts"):
             fields = line.split()
-            if len(fields) >= 2 and fields[0].startswith(_SD_DEVICE):
+            if len(fields) >= 2 and fields[0].startswith("/dev/mmcblk"):   # the SD reader
                 try:
                     st = os.statvfs(_unescape(fields[1]))
-                except OSError:
+                except (OSError, ValueError):   # ValueError: an escape not in octal
                     return None
                 return st[1] * st[4]   # f_frsize * f_bavail
         return None
@@ -80,22 +77,16 @@ class Status:
 
 def _lines(path):
     try:
-        return (read_text(path, _LIMIT) or "").split("\n")
+        # /proc/mounts can be long on a desktop; on the camera each file is ~1.5 KB
+        return (read_text(path, 32768) or "").split("\n")
     except (OSError, ValueError):    # UnicodeError is a ValueError
         return []
 
 
 def _unescape(field):
-    """/proc/mounts writes space, tab, newline and backslash in octal (\\040)."""
-    if "\\" not in field:
-        return field
-    out = []
-    i = 0
-    while i < len(field):
-        if field[i] == "\\" and field[i + 1:i + 4].isdigit() and i + 4 <= len(field):
-            out.append(chr(int(field[i + 1:i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
+    """/proc/mounts writes space, tab, newline and backslash in octal (\\040): every
+    backslash starts three octal digits."""
+    parts = field.split("\\")
+    for i in range(1, len(parts)):
+        parts[i] = chr(int(parts[i][:3], 8)) + parts[i][3:]
+    return "".join(parts)
