@@ -28,25 +28,36 @@ from .instance import Instance
 from .presets import Presets
 from .status import Status
 
-IO_TIMEOUT_S = 5            # connect, TLS handshake, a write; and the deadline of a packet
-RX_MIN_RATE = 32768         # B/s: a big packet gets IO_TIMEOUT_S plus its size at this rate
-RX_MAX_EXTRA_S = 300        # ... but no more (ticks_add reaches ~537 s ahead)
-RX_CHUNK = 256              # a message too big to accept is skipped this much at a time
-RX_READS_PER_WAKEUP = 32    # then back to the loop: skipping 8 MB must not starve the motors
-RX_READS_BUSY = 4           # ... and fewer while a motor steps, so that no step waits
-TOPIC_ROOM = 32             # topic bytes kept beyond our own "<base>/": more is not ours
-RX_PAYLOAD = 2048           # payload bytes kept: a state document (commands: MAX_PAYLOAD)
-TCP_QUICKACK = 12           # Linux: ACK what was read at once, not after ~40 ms
-PUBLISH_GAP_US = 200000     # state at most ~5 times a second while something changes
-PING_WAIT_MS = 50           # idle: wait this long for the ping answer inside the same wakeup
-MAX_HEARTBEAT_S = 300       # ticks_add() reaches ~537 s ahead; longer periods are split
-BACKOFF_MIN_S = 1
-BACKOFF_MAX_S = 60
-HEALTHY_S = 60              # a connection must last this long before the backoff resets
-BUSY_RETRY_US = 250000      # no (blocking) reconnect while a motor moves: look again soon
-MAX_PACKETS_PER_WAKEUP = 20  # a flood of commands must not starve the motors
-PUBLISH, SUBACK, PINGRESP = 0x30, 0x90, 0xd0
-TCP_NODELAY = (6, 1)        # IPPROTO_TCP, TCP_NODELAY (Linux; MicroPython has no names)
+try:
+    from micropython import const
+except ImportError:   # CPython
+    def const(value):
+        return value
+
+# const(): MicroPython's compiler writes these values where they are used, and does not
+# even store the names starting with _ (tests import the others)
+IO_TIMEOUT_S = const(5)           # connect, TLS handshake, a write; and a packet's deadline
+_RX_MIN_RATE = const(32768)       # B/s: a big packet gets IO_TIMEOUT_S plus its size at this
+_RX_MAX_EXTRA_S = const(300)      # rate, but no more (ticks_add reaches ~537 s ahead)
+_RX_CHUNK = const(256)            # a message too big to accept is skipped this much at a time
+_RX_READS_PER_WAKEUP = const(32)  # then back to the loop: skipping 8 MB must not starve motors
+_RX_READS_BUSY = const(4)         # ... and fewer while a motor steps, so that no step waits
+_TOPIC_ROOM = const(32)           # topic bytes kept beyond our own "<base>/": more is not ours
+_RX_PAYLOAD = const(2048)         # payload bytes kept: a state document (commands: MAX_PAYLOAD)
+_PUBLISH_GAP_US = const(200000)   # state at most ~5 times a second while something changes
+_PING_WAIT_MS = const(50)         # idle: wait this long for the ping answer in the same wakeup
+_MAX_HEARTBEAT_S = const(300)     # ticks_add() reaches ~537 s ahead; longer periods are split
+_BACKOFF_MIN_S = const(1)
+BACKOFF_MAX_S = const(60)
+HEALTHY_S = const(60)             # a connection must last this long before the backoff resets
+_BUSY_RETRY_US = const(250000)    # no (blocking) reconnect while a motor moves: look again soon
+_MAX_PACKETS_PER_WAKEUP = const(20)  # a flood of commands must not starve the motors
+_PUBLISH = const(0x30)            # packet types, as the first byte has them
+_SUBACK = const(0x90)
+_PINGRESP = const(0xd0)
+_IPPROTO_TCP = const(6)           # socket options (Linux; MicroPython has no names for them)
+_TCP_NODELAY = const(1)
+_TCP_QUICKACK = const(12)         # ACK what was read at once, not after ~40 ms
 _CONNACK = {1: "unsupported protocol version", 2: "client id rejected",
             3: "broker unavailable", 4: "bad username or password", 5: "not authorised"}
 
@@ -75,7 +86,7 @@ class _Client(MQTTClient):
         self.payload_room = len(rx) - 4 - topic_room
         # header bytes and skipped bytes land here (and, between packets, the session's
         # PUBLISH headers)
-        self.skip = bytearray(RX_CHUNK)
+        self.skip = bytearray(_RX_CHUNK)
         self.clock = clock
         self.on_skipped = None         # (topic, payload head, payload size) of a skipped message
         self.sub_count = 0
@@ -96,7 +107,7 @@ class _Client(MQTTClient):
             if self._tcp is None:
                 self._tcp = s
                 try:
-                    s.setsockopt(TCP_NODELAY[0], TCP_NODELAY[1], 1)
+                    s.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, 1)
                 except (AttributeError, OSError):
                     pass  # not Linux TCP: Nagle stays on
         self._sock = s
@@ -106,7 +117,7 @@ class _Client(MQTTClient):
         its own, so this follows every read); with no TCP_QUICKACK, stop asking."""
         if self._tcp is not None:
             try:
-                self._tcp.setsockopt(TCP_NODELAY[0], TCP_QUICKACK, 1)
+                self._tcp.setsockopt(_IPPROTO_TCP, _TCP_QUICKACK, 1)
             except (AttributeError, OSError):
                 self._tcp = None
 
@@ -137,7 +148,7 @@ class _Client(MQTTClient):
         self.deadline = None   # clock() by which the whole packet must be in
         self.drained = True    # the last read found the socket empty (or the packet done)
 
-    def wait_msg(self, reads=RX_READS_PER_WAKEUP):
+    def wait_msg(self, reads=_RX_READS_PER_WAKEUP):
         """Read what the socket has now (at most `reads` reads), never waiting for more,
         and handle the packet once it is complete. Returns its type (PUBLISH, SUBACK,
         PINGRESP) or None while it is incomplete: `drained` then says whether the socket
@@ -154,9 +165,9 @@ class _Client(MQTTClient):
         op, length = self.op, self.length
         self._next_packet()
         kind = op & 0xf0
-        if kind == PUBLISH:
+        if kind == _PUBLISH:
             self._publish_in(op, length)
-        elif kind == SUBACK:
+        elif kind == _SUBACK:
             rx = self.rx
             if rx[0] << 8 | rx[1] != 1:
                 raise ProtocolError("a SUBACK for a subscription never asked for")
@@ -187,7 +198,7 @@ class _Client(MQTTClient):
             elif self.got < self.length:
                 n = self._window()
                 if self.pos < 0:
-                    n = sock.readinto(self.skip, min(n, RX_CHUNK))
+                    n = sock.readinto(self.skip, min(n, _RX_CHUNK))
                 elif self.pos:
                     n = sock.readinto(self.rx_view[self.pos:self.pos + n])
                 else:
@@ -210,10 +221,10 @@ class _Client(MQTTClient):
 
     def _begin(self, b):
         kind = b & 0xf0
-        if kind == PUBLISH:
+        if kind == _PUBLISH:
             if b & 4:                    # we subscribe with QoS 1: QoS 2 (or 3) is wrong
                 raise ProtocolError("a PUBLISH with QoS %d" % (b >> 1 & 3))
-        elif b != SUBACK and b != PINGRESP:
+        elif b != _SUBACK and b != _PINGRESP:
             raise ProtocolError("unexpected packet type 0x%02x" % b)
         self.op = b
         self.deadline = ticks_add(self.clock(), IO_TIMEOUT_S * 1000000)
@@ -222,13 +233,13 @@ class _Client(MQTTClient):
         self.shift = -1
         n = self.length
         kind = self.op & 0xf0
-        if kind == PUBLISH:
+        if kind == _PUBLISH:
             if n < (4 if self.op & 6 else 2):
                 raise ProtocolError("a PUBLISH of %d bytes" % n)
-            extra = min(n // RX_MIN_RATE, RX_MAX_EXTRA_S)
+            extra = min(n // _RX_MIN_RATE, _RX_MAX_EXTRA_S)
             if extra:
                 self.deadline = ticks_add(self.deadline, extra * 1000000)
-        elif n != (2 + self.sub_count if kind == SUBACK else 0):
+        elif n != (2 + self.sub_count if kind == _SUBACK else 0):
             raise ProtocolError("a packet of type 0x%02x with %d bytes" % (self.op, n))
 
     def _window(self):
@@ -238,7 +249,7 @@ class _Client(MQTTClient):
         payload (both at 2 + topic_room); the rest is skipped."""
         got = self.got
         self.pos = got
-        if self.op & 0xf0 != PUBLISH:
+        if self.op & 0xf0 != _PUBLISH:
             return self.length - got
         if got < 2:
             return 2 - got
@@ -291,7 +302,7 @@ def heartbeat_s(keepalive, state_interval):
     period: the periodic state rides on the same wakeups.
     """
     answer = min(3, max(1, keepalive // 4))
-    return min(keepalive, state_interval, MAX_HEARTBEAT_S), answer
+    return min(keepalive, state_interval, _MAX_HEARTBEAT_S), answer
 
 
 class Session:
@@ -317,8 +328,8 @@ class Session:
             self._topics.append(self.t_ha_status)
         # one receive buffer for the life of the agent: the topics we take, and a
         # payload as big as a state document
-        self._topic_room = max(len(self._prefix_b) + TOPIC_ROOM, len(self.t_ha_status))
-        self._rx = bytearray(2 + self._topic_room + 2 + RX_PAYLOAD)
+        self._topic_room = max(len(self._prefix_b) + _TOPIC_ROOM, len(self.t_ha_status))
+        self._rx = bytearray(2 + self._topic_room + 2 + _RX_PAYLOAD)
         self.presets = Presets(camera.state_dir + "/presets.json")
         self.commands = Commands(camera, self.presets, m["move_increment_deg"])
         self.status = Status(cfg["proc_root"])
@@ -338,7 +349,7 @@ class Session:
         self._attempts = 0
         self._problem = None
         self._awaited = None       # the packet type _wait_for() waits for, until it comes
-        self._publish_gap = MinGap(PUBLISH_GAP_US)
+        self._publish_gap = MinGap(_PUBLISH_GAP_US)
         self._presets_seen = self.presets.changes
         # held: a snapshot.Relay mid-packet: other publications wait for it
         self.client = self.held = None
@@ -359,7 +370,7 @@ class Session:
                 if self.cam.busy:
                     # connect() blocks for up to IO_TIMEOUT_S: never while the motors step
                     # or an IR-cut coil is energised
-                    self.due = ticks_add(now, BUSY_RETRY_US)
+                    self.due = ticks_add(now, _BUSY_RETRY_US)
                 else:
                     self._connect(now)
             self._schedule()
@@ -380,7 +391,7 @@ class Session:
             self._healthy_at = None
             self._attempts = 0   # this broker works: the next trouble starts from 1 s
         if self.held is not None:   # a snapshot is mid-packet: pings and state wait
-            self.due = ticks_add(now, BUSY_RETRY_US)
+            self.due = ticks_add(now, _BUSY_RETRY_US)
             return
         if self._publish_at is not None and ticks_diff(now, self._publish_at) >= 0:
             self._publish_state(now)
@@ -431,7 +442,7 @@ class Session:
             self._poller = select.poll()
             self._poller.register(client.sock, select.POLLIN)
             client.subscribe_all(self._topics)
-            if not self._wait_for(SUBACK, IO_TIMEOUT_S * 1000):
+            if not self._wait_for(_SUBACK, IO_TIMEOUT_S * 1000):
                 if not self.connected:
                     return   # lost while subscribing: logged and retried already
                 raise OSError("no SUBACK within %d s" % IO_TIMEOUT_S)
@@ -454,7 +465,7 @@ class Session:
     def _retry(self, now, why):
         """Schedule the next attempt: capped exponential backoff, each delay drawn
         between half and the whole of 1, 2, 4 ... BACKOFF_MAX_S seconds."""
-        delay_us = min(BACKOFF_MAX_S, BACKOFF_MIN_S << min(self._attempts, 16)) * 1000000
+        delay_us = min(BACKOFF_MAX_S, _BACKOFF_MIN_S << min(self._attempts, 16)) * 1000000
         half = delay_us // 2
         delay_us = half + (half * _jitter16(now) >> 16)
         self._attempts += 1
@@ -528,7 +539,7 @@ class Session:
         if not self.cam.busy:
             # idle: take the answer in this same wakeup instead of a second one (a
             # command may come first)
-            self._wait_for(PINGRESP, PING_WAIT_MS)
+            self._wait_for(_PINGRESP, _PING_WAIT_MS)
 
     def _wait_for(self, kind, wait_ms):
         """Read packets for up to wait_ms until one of type `kind` has come; True if it has."""
@@ -548,8 +559,8 @@ class Session:
         packets, without waiting for the rest of a packet."""
         count = 0
         client = self.client
-        reads = RX_READS_BUSY if self.cam.busy else RX_READS_PER_WAKEUP
-        while self.connected and count < MAX_PACKETS_PER_WAKEUP:
+        reads = _RX_READS_BUSY if self.cam.busy else _RX_READS_PER_WAKEUP
+        while self.connected and count < _MAX_PACKETS_PER_WAKEUP:
             try:
                 kind = client.wait_msg(reads)
             except Exception as e:
@@ -565,7 +576,7 @@ class Session:
             count += 1
         if self.connected:
             client.ack_now()
-        if count >= MAX_PACKETS_PER_WAKEUP:
+        if count >= _MAX_PACKETS_PER_WAKEUP:
             client.drained = False   # more may be buffered (TLS): go on at the next tick
         self._schedule()
 
@@ -725,7 +736,7 @@ class Session:
             self._publish_gap.mark(now)
             if self.cam.moving:
                 # steps change the state without the hook: keep publishing while moving
-                self._publish_at = ticks_add(now, PUBLISH_GAP_US)
+                self._publish_at = ticks_add(now, _PUBLISH_GAP_US)
 
     def _log(self, text):
         print("camagent: mqtt: " + text, file=sys.stderr)
