@@ -620,42 +620,24 @@ class Session:
 
     # --- publishing -----------------------------------------------------------------
     def _publish(self, topic, payload, retain=False):
+        """A QoS 0 PUBLISH; False when it did not go out. `payload` is bytes, or a tuple
+        of bytes pieces written one after the other (the discovery documents: never
+        joined into one copy on the heap). The fixed header goes through the client's
+        scratch buffer, free between packets."""
         if not self.connected:
             return False
-        if self.held is not None:
-            self.held.hold(topic, payload, retain)
+        if isinstance(payload, tuple):
+            pieces = payload   # (mid-snapshot, the relay's socket keeps them for later)
+        elif self.held is not None:
+            self.held.hold(topic, payload, retain)   # a snapshot is mid-packet
             return True
-        try:
-            self.client.publish(topic, payload, retain)
-        except Exception as e:
-            self._lost("publish failed: %s" % _describe(e))
-            return False
-        return True
-
-    # for the agent's other publishers (motion): False when it did not go out
-    publish = _publish
-
-    def after_command(self):
-        """A command ran (from MQTT or the local channel): the state goes out, even when
-        nothing changed (clients wait for it), and the preset select when presets did."""
-        self._changed()
-        if self.presets.changes != self._presets_seen:
-            self._presets_seen = self.presets.changes
-            if self.discovery:
-                topic, doc = self.discovery.preset_document(self.presets.names())
-                self._publish_pieces(topic, doc)
-
-    def _publish_pieces(self, topic, pieces):
-        """A retained QoS 0 PUBLISH written piece by piece (the discovery documents):
-        the payload is never joined into one copy on the heap, and the fixed header
-        goes through one reused buffer."""
-        if not self.connected:
-            return False
+        else:
+            pieces = (payload,)
         size = 2 + len(topic)
         for piece in pieces:
             size += len(piece)
-        head = self.client.skip        # the client's scratch buffer, free between packets
-        head[0] = 0x31                 # PUBLISH, QoS 0, retained
+        head = self.client.skip
+        head[0] = 0x30 | retain
         n = 1
         while True:                    # the remaining length, 7 bits a byte
             head[n] = size & 0x7f | (0x80 if size > 0x7f else 0)
@@ -677,11 +659,24 @@ class Session:
             return False
         return True
 
+    # for the agent's other publishers (motion): False when it did not go out
+    publish = _publish
+
+    def after_command(self):
+        """A command ran (from MQTT or the local channel): the state goes out, even when
+        nothing changed (clients wait for it), and the preset select when presets did."""
+        self._changed()
+        if self.presets.changes != self._presets_seen:
+            self._presets_seen = self.presets.changes
+            if self.discovery:
+                topic, doc = self.discovery.preset_document(self.presets.names())
+                self._publish(topic, doc, True)
+
     def _publish_discovery(self):
         if not self.discovery:
             return
         for topic, doc in self.discovery.documents(self.cam.axes, self.presets.names()):
-            if not self._publish_pieces(topic, doc):
+            if not self._publish(topic, doc, True):
                 return
 
     def _read_status(self):
