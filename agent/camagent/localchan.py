@@ -201,19 +201,20 @@ def start(camera, cfg, session):
         commands = Commands(camera, Presets(camera.state_dir + "/presets.json"),
                             cfg["mqtt"]["move_increment_deg"])
         after = camera.changed
-    ptz = []   # the ONVIF verbs, loaded at the first PTZ request (lite images have no ONVIF)
+    ptz = None   # the ONVIF verbs, loaded at the first PTZ request (lite images have no ONVIF)
 
     def handle(verb, args):
+        nonlocal ptz
         if verb == "motion":
             if motion is None:
                 raise ValueError("motion needs MQTT (mqtt.host is empty)")
             motion.detected()
             return ""
-        if not ptz:
+        if ptz is None:
             from .onvif import OnvifPtz
-            ptz.append(OnvifPtz(camera, commands))
-        data = ptz[0].run(verb, args)
-        if ptz[0].changed:
+            ptz = OnvifPtz(camera, commands)
+        data = ptz.run(verb, args)
+        if ptz.changed:
             after()
         return data
 

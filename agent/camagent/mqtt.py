@@ -430,7 +430,7 @@ class Session:
                          _ssl_params(tls, m["host"]) if tls["enabled"] else {})
         client.set_callback(self._on_message)
         client.on_skipped = self._on_skipped
-        client.set_last_will(self.t_avail, b"offline", retain=True, qos=1)
+        client.set_last_will(self.t_avail, b"offline", True, 1)   # retained, QoS 1
         self.client = client
         try:
             client.connect(True)   # clean session: commands queued while away are dropped
@@ -514,7 +514,7 @@ class Session:
                 pass
         self._close_socket()
         self.cam.loop.remove(self)
-        if getattr(self.cam, "on_change", None) == self._changed:
+        if self.cam.on_change == self._changed:
             self.cam.on_change = None
 
     # --- keepalive ------------------------------------------------------------------
