@@ -68,10 +68,9 @@ class Channel:
         self.served = 0        # requests answered "ok", for tests and the bench
         self.failed = 0        # requests answered "error"
         self.error = None      # why there is no listener: reported in the state's problems
-        self.paused = False    # MAX_CLIENTS open: the listener is not watched
         self.sock = None
         import socket   # here: the parser above also runs where there are no sockets
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s = socket.socket()   # TCP over IPv4
         try:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind(socket.getaddrinfo("127.0.0.1", port)[0][-1])
@@ -96,7 +95,6 @@ class Channel:
                 # full: later clients wait in the kernel's backlog, and the listener
                 # is not watched until a slot frees (it would wake the loop for nothing)
                 self.loop.unwatch(self.sock)
-                self.paused = True
                 break
             try:
                 conn = self.sock.accept()[0]
@@ -146,8 +144,7 @@ class Channel:
             client[0].close()
         else:
             _send_close(client[0], reply)
-        if self.paused and self.sock is not None:
-            self.paused = False
+        if self.sock is not None:   # a slot is free: watched again if it was full
             self.loop.watch(self.sock, self._accept)
         self._schedule()
 
