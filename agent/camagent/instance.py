@@ -32,8 +32,8 @@ class Instance:
 
     def seen(self, payload):
         """A message on our own <base>/state; True the first time it shows another agent."""
-        if self._own in payload:
-            return False
+        if self.problem is not None or self._own in payload:
+            return False     # already reported, or our own state back
         try:
             doc = json.loads(payload)
             other, count = doc["instance"], doc["states"]
@@ -46,7 +46,7 @@ class Instance:
             # a few clones are remembered; someone flooding us with ids: start over
             self._others = {}
         self._others[other] = count
-        if last is None or last == count or self.problem is not None:
+        if last is None or last == count:
             return False
         self.problem = "another agent with device_id %s is publishing on %s (instance %s)" % (
             self._device_id, self._base, other[:16])

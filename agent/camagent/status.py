@@ -38,13 +38,10 @@ class Status:
         """Signal level in dBm of the wifi interface, from /proc/net/wireless."""
         for line in _lines(self.proc_root + "/net/wireless")[2:]:
             name, sep, rest = line.partition(":")
-            if not sep or name.strip() != self.wifi:
-                continue
-            fields = rest.split()   # status, link, level, noise, ...
-            if len(fields) >= 3:
+            if sep and name.strip() == self.wifi:
                 try:
-                    return int(float(fields[2]))
-                except ValueError:
+                    return int(float(rest.split()[2]))   # status, link, level, noise, ...
+                except (IndexError, ValueError):
                     return None
         return None
 
