@@ -90,7 +90,6 @@ class _Client(MQTTClient):
         self.clock = clock
         self.on_skipped = None         # (topic, payload head, payload size) of a skipped message
         self.sub_count = 0
-        self.pos = 0
         self._next_packet()
 
     @property
@@ -755,7 +754,7 @@ def _describe(e):
         code = e.args[0]
         return "broker refused the connection: %s" % _CONNACK.get(code, "code %s" % code)
     text = str(e)
-    return "%s%s" % (type(e).__name__, ": " + text if text else "")
+    return type(e).__name__ + (": " + text if text else "")
 
 
 def _ssl_params(tls, host):
