@@ -244,7 +244,7 @@ class _Client(MQTTClient):
     def _window(self):
         """How many of the next body bytes to read in one go, and where to (self.pos in
         rx, or -1: skip them). A PUBLISH keeps its topic length, the first topic_room
-        bytes of its topic, then its packet id and the first MAX_PAYLOAD bytes of its
+        bytes of its topic, then its packet id and the first payload_room bytes of its
         payload (both at 2 + topic_room); the rest is skipped."""
         got = self.got
         self.pos = got
