@@ -250,7 +250,7 @@ class Stepper:
         if failed:
             raise failed
 
-    def out_of_service(self, device=None):
+    def out_of_service(self, device):
         """A coil line failed: no further step, and a position reached by a move that
         broke off is no longer trusted. The camera writes the lines low."""
         if self.homing:
