@@ -82,9 +82,9 @@ class Camera:
         ensure_dir(self.state_dir)
         self.positions = PositionStore(self, self.state_dir + "/position.json",
                                        cfg["persist_min_interval_s"])
-        saved = self.positions.load()
-        for name, axis in self.axes.items():
-            if saved and isinstance(saved.get(name), dict):
+        saved = self.positions.load()   # None, or a checked position for every axis
+        if saved:
+            for name, axis in self.axes.items():
                 axis.restore(saved[name])
         for dev in (self.pan, self.tilt, self.ir, self.leds["green"], self.leds["red"],
                     self.power, self.positions, self.settings):
