@@ -6,9 +6,6 @@ re-reads it every `interval_s` and feeds the IR controller.
 """
 from .compat import read_text, reason, ticks_add
 
-# a light level is a few characters; a bigger file is not one
-_LIMIT = 64
-
 
 class FileLight:
     def __init__(self, camera, path, interval_s):
@@ -21,7 +18,7 @@ class FileLight:
     def tick(self, now):
         self.due = ticks_add(now, self._interval_us)
         try:
-            text = read_text(self.path, _LIMIT)
+            text = read_text(self.path, 64)   # a level is a few characters: not a bigger file
             if text is None:
                 raise OSError(2, self.path)     # ENOENT, said like any other failure
             self._cam.ir.set_light(float(text.strip()))
