@@ -22,7 +22,9 @@ class FileLight:
             if text is None:
                 raise OSError(2, self.path)     # ENOENT, said like any other failure
             self._cam.ir.set_light(float(text.strip()))
-            self.error = None
+            if self.error is not None:   # the problem is gone: say so even at the same level
+                self.error = None
+                self._cam.changed()
         except (OSError, ValueError) as e:
             error = "light file %s: %s" % (self.path, reason(e) if isinstance(e, OSError)
                                             else e)
