@@ -3,6 +3,7 @@
 The commands are thin: openipc.py runs the OpenIPC build, repack.py adds the agent to
 a release, budget.py does the arithmetic, slim.py knows what can be dropped.
 """
+import argparse
 import glob
 import json
 import os
@@ -36,9 +37,10 @@ def register(subparsers):
     p.add_argument("--onvif", action="store_true",
                    help="add OpenIPC's onvif-simple-server with PTZ wired to the agent "
                         "(its flash cost is in the budget report)")
-    p.add_argument("--frozen", action="store_true",
-                   help="freeze the agent into MicroPython instead of installing .mpy files "
-                        "(less than half the heap, a few KB more flash: docs/images.md)")
+    p.add_argument("--frozen", action=argparse.BooleanOptionalAction, default=True,
+                   help="freeze the agent into MicroPython (the default: less than half "
+                        "the heap of .mpy files, about 7 KB more flash: docs/images.md); "
+                        "--no-frozen installs .mpy files instead")
     p.add_argument("--jobs", type=int, metavar="N", help="parallel jobs (default: all CPUs)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the merged defconfig and the commands; run nothing")
