@@ -139,7 +139,7 @@ mpy: venv
 image: venv
 	$(PY) -m camhost image build --board $(BOARD) --openipc $(OPENIPC) --out $(IMAGE) \
 		$(if $(BACKUP),--backup $(BACKUP)) $(FIRST_BOOT) $(if $(ONVIF),--onvif) \
-		$(if $(FROZEN),--frozen)
+		$(if $(filter 0,$(FROZEN)),--no-frozen)
 
 repack: venv
 	@[ -n "$(MICROPYTHON)" ] || { echo "make repack needs MICROPYTHON=path/to/the/camera's/micropython (an ARM binary)"; exit 2; }

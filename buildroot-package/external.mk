@@ -11,9 +11,11 @@ include $(sort $(wildcard $(BR2_EXTERNAL_CAMAGENT_PATH)/package/*/*.mk))
 
 # BR2_PACKAGE_CAMAGENT_FROZEN: Buildroot's micropython freezes the agent and
 # umqtt.simple (package/camagent/manifest.py), reading the agent straight from
-# this tree; camagent.mk then installs no .mpy files.
+# this tree, with the mpy-cross options of the .mpy path (CAMAGENT_MPY_OPTS);
+# camagent.mk then installs no .mpy files.
 ifeq ($(BR2_PACKAGE_CAMAGENT_FROZEN),y)
 MICROPYTHON_MAKE_OPTS += \
 	FROZEN_MANIFEST=$(BR2_EXTERNAL_CAMAGENT_PATH)/package/camagent/manifest.py \
-	MICROPY_MANIFEST_CAMAGENT_AGENT=$(BR2_EXTERNAL_CAMAGENT_PATH)/../agent
+	MICROPY_MANIFEST_CAMAGENT_AGENT=$(BR2_EXTERNAL_CAMAGENT_PATH)/../agent \
+	MPY_CROSS_FLAGS="$(CAMAGENT_MPY_OPTS)"
 endif

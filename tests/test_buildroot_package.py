@@ -4,6 +4,7 @@ import glob
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 
@@ -422,13 +423,16 @@ def mk_variables(frozen):
                "show: ; @:\n" % EXTERNAL).encode(),
         check=True, stdout=subprocess.PIPE).stdout.decode()
     opts, build, install = out.split("\n")[:3]
-    return opts.split(), build, install
+    return shlex.split(opts), build, install
 
 
 def test_frozen_option_hands_micropython_the_manifest_and_installs_no_mpy():
     opts, build, install = mk_variables(frozen=True)
     values = dict(o.split("=", 1) for o in opts)
-    assert set(values) == {"FROZEN_MANIFEST", "MICROPY_MANIFEST_CAMAGENT_AGENT"}
+    assert set(values) == {"FROZEN_MANIFEST", "MICROPY_MANIFEST_CAMAGENT_AGENT",
+                           "MPY_CROSS_FLAGS"}
+    # frozen bytecode is compiled with the .mpy path's options
+    assert values["MPY_CROSS_FLAGS"].split() == list(repack.MPY_OPTS)
     assert os.path.isfile(values["FROZEN_MANIFEST"])
     assert os.path.samefile(values["MICROPY_MANIFEST_CAMAGENT_AGENT"],
                             os.path.join(ROOT, "agent"))
@@ -440,6 +444,9 @@ def test_without_the_option_micropython_is_untouched_and_the_mpy_are_installed()
     opts, build, install = mk_variables(frozen=False)
     assert opts == []
     assert "mpy-cross" in build and "camagent/*.mpy" in install and "simple.mpy" in install
+    # camagent.mk compiles with repack's options: an image built either way ships the
+    # same bytecode (both mpy-cross calls: the agent's modules and umqtt.simple)
+    assert build.count("mpy-cross %s -s " % " ".join(repack.MPY_OPTS)) == 2, build
 
 
 @pytest.mark.skipif(not os.path.isfile(os.path.join(MICROPYTHON_SRC, "tools",

@@ -31,6 +31,7 @@ def vm():
         machine.use_fake_clock()
         machine.put("doc", {"gpio_root": "host", "state_dir": "/input/state",
                             "device_id": "vmcam", "sd_reset_on_start": False,
+                            "led_blink_ms": 400,
                             "night": {"initial_mode": "DAY", "dark_below": 20,
                                       "light_above": 40, "min_dwell_s": 60}})
         machine.run(SETUP)
@@ -134,7 +135,7 @@ def test_night_mode_hysteresis_and_dwell(vm):
 
 
 def test_led_blink(vm):
-    vm.run("cam.leds['red'].set_period(400)\ncam.leds['red'].set('BLINK')\n"
+    vm.run("cam.leds['red'].set('BLINK')\n"
            "clock.run_loop(loop, 1900000)")
     assert vm.gpio.history(79) == [1, 0, 1, 0, 1, 0, 1, 0, 1, 0]
     vm.run("cam.leds['red'].set('OFF')\nclock.run_loop(loop, 1000000)")

@@ -162,6 +162,28 @@ def test_light_file_feeds_auto(tmp_path):
         r.close()
 
 
+def test_a_light_file_that_recovers_at_the_same_level_clears_its_problem(tmp_path):
+    """The state goes out when the problem ends, though the level did not change."""
+    light = tmp_path / "light"
+    light.write_text("90\n")
+    r = make(tmp_path, light_file=str(light), light_poll_s=10,
+             night={"initial_mode": "AUTO", "dark_below": 20, "light_above": 40,
+                    "min_dwell_s": 60})
+    try:
+        r.loop.run_for(11000000)
+        light.write_text("garbage")
+        r.loop.run_for(10000000)
+        assert any("light file" in p for p in r.cam.problems())
+        changes = []
+        r.cam.on_change = lambda: changes.append(r.loop.elapsed)
+        light.write_text("90\n")                  # fixed, the same level as before
+        r.loop.run_for(10000000)
+        assert r.cam.light_source.error is None and changes
+        assert not any("light file" in p for p in r.cam.problems())
+    finally:
+        r.close()
+
+
 def test_bad_values_are_refused(rig):
     for bad in (-1, 101, float("nan"), "50", None):
         with pytest.raises(ValueError):

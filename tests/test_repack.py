@@ -625,3 +625,29 @@ def test_slim_profiles_name_only_known_items():
         assert set(items) <= set(slim.BY_NAME), name
     with pytest.raises(CamhostError, match="unknown slimming profile 'web'"):
         slim.profile("web")
+
+
+def test_the_camera_gets_bytecode_without_line_numbers_unless_asked(tmp_path):
+    """`camhost image mpy` (and repack) compile with repack.MPY_OPTS: no line-number
+    tables, which are a tenth of the bytes; --line-numbers keeps them. Under a MicroPython
+    port (MICROPYTHON) the traceback shows the difference."""
+    shipped, debug = tmp_path / "shipped", tmp_path / "debug"
+    assert cli.main(["image", "mpy", "--out", str(shipped)]) == 0
+    assert cli.main(["image", "mpy", "--line-numbers", "--out", str(debug)]) == 0
+    files = sorted(p.relative_to(shipped) for p in shipped.rglob("*.mpy"))
+    assert files == sorted(p.relative_to(debug) for p in debug.rglob("*.mpy"))
+    size = {d: sum((d / f).stat().st_size for f in files) for d in (shipped, debug)}
+    assert size[shipped] < 0.95 * size[debug], size
+    for f in files:
+        assert (shipped / f).stat().st_size <= (debug / f).stat().st_size, f
+    mp = os.environ.get("MICROPYTHON")
+    if not mp:
+        return
+    lines = {}
+    for d in (shipped, debug):
+        proc = subprocess.run([mp, "-c", "from camagent import config; config.parse('[')"],
+                              env=dict(os.environ, MICROPYPATH=str(d)),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert "ConfigError" in proc.stdout, proc.stdout
+        lines[d] = set(re.findall(r'File "camagent/config.py", line (\d+)', proc.stdout))
+    assert lines[shipped] == {"1"} and lines[debug] and "1" not in lines[debug], lines

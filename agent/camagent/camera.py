@@ -57,17 +57,18 @@ class Camera:
             self.power = Power(self, wifi, out(early, "sd_reset", pins["sd_reset"]),
                                self.board["sd_reset_ms"])
             for name in ("pan", "tilt"):
-                coils = [out(early, name, pin, label="coil " + "ABCD"[i])
-                         for i, pin in enumerate(pins[name])]
+                coils = []
+                for i, pin in enumerate(pins[name]):
+                    coils.append(out(early, name, pin, label="coil " + "ABCD"[i]))
                 setattr(self, name, Stepper(name, coils, self.board[name], self))
             self.ir = Ir(self, out(early, "ir_led", pins["ir_led"]),
                          out(early, "ir_cut", pins["ircut_open"], label="open coil"),
                          out(early, "ir_cut", pins["ircut_close"], label="close coil"),
                          self.board, cfg["night"])
-            self.leds = {"green": Led(self, out(early, "led_green", pins["led_green"]),
-                                      cfg["led_blink_ms"]),
-                         "red": Led(self, out(early, "led_red", pins["led_red"]),
-                                    cfg["led_blink_ms"])}
+            self.leds = {}
+            for colour in ("green", "red"):
+                self.leds[colour] = Led(self, out(early, "led_" + colour, pins["led_" + colour]),
+                                        cfg["led_blink_ms"])
             self.axes = {"pan": self.pan, "tilt": self.tilt}
             # what takes each device out of service (wifi_power: written once, left be)
             self._devices = {"pan": self.pan, "tilt": self.tilt, "ir_cut": self.ir,
@@ -81,9 +82,9 @@ class Camera:
         ensure_dir(self.state_dir)
         self.positions = PositionStore(self, self.state_dir + "/position.json",
                                        cfg["persist_min_interval_s"])
-        saved = self.positions.load()
-        for name, axis in self.axes.items():
-            if saved and isinstance(saved.get(name), dict):
+        saved = self.positions.load()   # None, or a checked position for every axis
+        if saved:
+            for name, axis in self.axes.items():
                 axis.restore(saved[name])
         for dev in (self.pan, self.tilt, self.ir, self.leds["green"], self.leds["red"],
                     self.power, self.positions, self.settings):
@@ -204,8 +205,7 @@ class Camera:
     def busy(self):
         """Something is timed right now: a move, an IR-cut pulse or an SD reset pulse.
         A blocking call (an MQTT connect) now would stretch it."""
-        return self.pan.moving or self.tilt.moving or self.ir.pulsing or \
-            self.power.sd_resetting
+        return self.moving or self.ir.pulsing or self.power.sd_resetting
 
     # --- state --------------------------------------------------------------------
     def hardware_state(self):

@@ -10,8 +10,6 @@ import os
 from .compat import sleep_ms
 
 _LEVEL = (b"0", b"1")
-_EXPORT_WAIT_MS = 500  # udev-less kernels create gpioN/ a few ms after the write
-_EBUSY = 16            # Linux's number: MicroPython's errno module has no EBUSY
 # names of the errors a sysfs write can give that MicroPython's errno module lacks
 _NAMES = {6: "ENXIO", 16: "EBUSY", 20: "ENOTDIR", 28: "ENOSPC", 29: "ESPIPE", 30: "EROFS",
           32: "EPIPE"}
@@ -134,11 +132,12 @@ class Gpio:
             with open(path, "w") as f:
                 f.write("%d\n" % pin)
         except OSError as e:
-            if e.args and e.args[0] != _EBUSY:  # EBUSY: already exported, fine
+            # 16, EBUSY (MicroPython's errno module has no EBUSY): already exported, fine
+            if e.args and e.args[0] != 16:
                 raise GpioError(pin, path, "export failed (%s)" % _why(e))
         waited = 0
         while not _exists(base):
-            if waited >= _EXPORT_WAIT_MS:
+            if waited >= 500:   # udev-less kernels create gpioN/ a few ms after the write
                 raise GpioError(pin, base, "did not appear %d ms after export" % waited)
             sleep_ms(5)
             waited += 5

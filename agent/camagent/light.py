@@ -6,9 +6,6 @@ re-reads it every `interval_s` and feeds the IR controller.
 """
 from .compat import read_text, reason, ticks_add
 
-# a light level is a few characters; a bigger file is not one
-_LIMIT = 64
-
 
 class FileLight:
     def __init__(self, camera, path, interval_s):
@@ -21,11 +18,13 @@ class FileLight:
     def tick(self, now):
         self.due = ticks_add(now, self._interval_us)
         try:
-            text = read_text(self.path, _LIMIT)
+            text = read_text(self.path, 64)   # a level is a few characters: not a bigger file
             if text is None:
                 raise OSError(2, self.path)     # ENOENT, said like any other failure
             self._cam.ir.set_light(float(text.strip()))
-            self.error = None
+            if self.error is not None:   # the problem is gone: say so even at the same level
+                self.error = None
+                self._cam.changed()
         except (OSError, ValueError) as e:
             error = "light file %s: %s" % (self.path, reason(e) if isinstance(e, OSError)
                                             else e)

@@ -60,13 +60,12 @@ def main(argv):
         camera.run()
     except KeyboardInterrupt:
         pass
-    except NoDeviceLeft as e:
-        # one failing line takes out only its device; with none left there is no agent
+    except (NoDeviceLeft, GpioError) as e:
+        # one failing line takes out only its device (Camera.fault): with none left, or a
+        # GpioError the camera did not take (not a line of its own), there is no agent
         code = _fail("hardware failure, stopping: %s" % e, 1)
         if session is not None:
             session.publish_now()   # the last fault and the state, before going offline
-    except GpioError as e:
-        code = _fail("hardware failure, motors stopped: %s" % e, 1)
     finally:
         if camera.channel is not None:
             try:

@@ -27,7 +27,7 @@ class Power:
         self._sd.set(0)
         self.due = None
 
-    def out_of_service(self, device=None):
+    def out_of_service(self, device):
         """The SD reset line failed: end the pulse (the camera writes the line low)."""
         self.due = None
 

@@ -250,7 +250,7 @@ class Stepper:
         if failed:
             raise failed
 
-    def out_of_service(self, device=None):
+    def out_of_service(self, device):
         """A coil line failed: no further step, and a position reached by a move that
         broke off is no longer trusted. The camera writes the lines low."""
         if self.homing:
@@ -289,17 +289,11 @@ class Stepper:
         return {"steps": self.steps, "phase": self.phase, "homed": self.homed}
 
     def restore(self, saved):
-        """Take a saved position if it is plausible; False if it was rejected."""
-        try:
-            steps, phase, homed = int(saved["steps"]), int(saved["phase"]), bool(saved["homed"])
-        except (KeyError, TypeError, ValueError):
-            return False
-        if not (self.min_steps <= steps <= self.max_steps and 0 <= phase < 8):
-            return False
-        self.steps = self.target = steps
-        self.phase = phase
-        self.homed = homed
-        return True
+        """Take a saved position, as PositionStore.load() returns it: checked there to
+        be whole steps within the soft limits, a phase 0 to 7 and a bool homed."""
+        self.steps = self.target = saved["steps"]
+        self.phase = saved["phase"]
+        self.homed = saved["homed"]
 
 
 def finite(value):

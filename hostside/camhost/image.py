@@ -3,6 +3,7 @@
 The commands are thin: openipc.py runs the OpenIPC build, repack.py adds the agent to
 a release, budget.py does the arithmetic, slim.py knows what can be dropped.
 """
+import argparse
 import glob
 import json
 import os
@@ -36,9 +37,10 @@ def register(subparsers):
     p.add_argument("--onvif", action="store_true",
                    help="add OpenIPC's onvif-simple-server with PTZ wired to the agent "
                         "(its flash cost is in the budget report)")
-    p.add_argument("--frozen", action="store_true",
-                   help="freeze the agent into MicroPython instead of installing .mpy files "
-                        "(less than half the heap, a few KB more flash: docs/images.md)")
+    p.add_argument("--frozen", action=argparse.BooleanOptionalAction, default=True,
+                   help="freeze the agent into MicroPython (the default: less than half "
+                        "the heap of .mpy files, about 7 KB more flash: docs/images.md); "
+                        "--no-frozen installs .mpy files instead")
     p.add_argument("--jobs", type=int, metavar="N", help="parallel jobs (default: all CPUs)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the merged defconfig and the commands; run nothing")
@@ -61,6 +63,7 @@ def register(subparsers):
                            "matching OpenIPC build")
     wifi.add_argument("--no-wifi", action="store_true",
                       help="repack without wifi: " + repack.NO_WIFI)
+    _line_numbers(p)
     _image_options(p)
     p.set_defaults(func=cmd_repack)
 
@@ -68,6 +71,7 @@ def register(subparsers):
                        description="Compile agent/camagent/*.py and umqtt.simple with "
                                    "mpy-cross 1.22 and print their sizes.")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    _line_numbers(p)
     p.set_defaults(func=cmd_mpy)
 
     p = sub.add_parser("budget", help="show the partitions' use in an 8 MiB image",
@@ -135,7 +139,7 @@ def cmd_repack(args):
                            bootloader=args.bootloader, backup=args.backup,
                            slim_profile=args.slim, wifi_modules_dir=args.wifi_modules,
                            no_wifi=args.no_wifi, settings=settings,
-                           drop_webui=args.drop_webui)
+                           drop_webui=args.drop_webui, line_numbers=args.line_numbers)
     return _report(result, settings)
 
 
@@ -218,21 +222,27 @@ def cmd_build(args):
                                       manifest, args.backup), settings)
 
 
+def _line_numbers(p):
+    p.add_argument("--line-numbers", action="store_true",
+                   help="keep line numbers in the agent's bytecode, for tracebacks while "
+                        "debugging (costs about a tenth more flash, and heap)")
+
+
 def cmd_mpy(args):
     if os.path.isdir(args.out):
         for sub in ("camagent", "umqtt"):
             shutil.rmtree(os.path.join(args.out, sub), ignore_errors=True)
-    table, count = mpy_table(args.out)
+    table, count = mpy_table(args.out, args.line_numbers)
     print(table)
     print("wrote %d files to %s" % (count, args.out))
     return 0
 
 
-def mpy_table(out):
+def mpy_table(out, line_numbers=False):
     """Compiles the agent into out; returns (the size table, files written).
 
     The table is what `camhost image mpy` prints and what docs/images.md shows."""
-    compiled = repack.compile_mpy(out)
+    compiled = repack.compile_mpy(out, line_numbers)
     with tempfile.TemporaryDirectory(prefix="camhost-mpy-") as tmp:
         # only what was compiled: out may hold other files
         xz = repack.measure(out, [c.target for c in compiled], ["-comp", "xz"], tmp)[2]

