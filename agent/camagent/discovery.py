@@ -69,8 +69,8 @@ _ENTITIES = (
 
 
 def video_urls(ip):
-    """{"rtsp_main", "rtsp_sub"}: majestic's two streams (RTSP, port 554) at `ip`, None
-    while it is unknown (None)."""
+    """{"rtsp_main", "rtsp_sub"}: majestic's two streams (RTSP, port 554) at `ip`; both
+    None while the address is unknown (ip None)."""
     return {"rtsp_main": ip and "rtsp://%s:554/stream=0" % ip,
             "rtsp_sub": ip and "rtsp://%s:554/stream=1" % ip}
 

@@ -54,7 +54,7 @@ class Instance:
 
 
 def _random_id():
-    """8 hex digits."""
+    """This start's instance id: 8 hex digits."""
     try:
         n = int.from_bytes(os.urandom(4), "big")
     except (AttributeError, OSError):   # no entropy source: time is unique enough per boot
