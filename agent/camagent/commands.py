@@ -255,7 +255,8 @@ def _clip(text):
 
 # --- the error document -----------------------------------------------------------------
 def preview(data, limit=64):
-    """Up to `limit` bytes (of a payload quoted back in an error document: 64) as text: printable ASCII kept, anything else as \\xNN."""
+    """Up to `limit` bytes as text (64: the payload quoted back in an error document):
+    printable ASCII kept, anything else as \\xNN."""
     out = []
     for b in data[:limit]:
         out.append(chr(b) if 32 <= b < 127 and b != 92 else "\\x%02x" % b)

@@ -19,23 +19,16 @@ from .compat import IS_MICROPYTHON, ticks_add, ticks_diff
 
 CHUNK = 2048              # the one read buffer: an answer head must fit in it
 CONNECT_CHECK_US = 2000   # how often a connect in progress is looked at
-BLOCKED_CHECK_US = 5000   # how often a handler that was not ready is asked again
-IDLE_BURST = 8            # chunks per wakeup while nothing is timed (a move: one)
-_EINPROGRESS = (115, 36)  # Linux, and the BSDs a developer may run the tests on
-_EAGAIN = (11, 35)
 
 
 class MajesticError(Exception):
     pass
 
 
-def parse_head(head, need_length=True):
-    """(status, content_length) from the bytes before the blank line.
-
-    Content-Length is required unless need_length is False (the length is then
-    None): the snapshot relay needs it for the MQTT header before the first
-    byte of the image arrives.
-    """
+def parse_head(head):
+    """(status, content_length) from the bytes before the blank line; the length is
+    None when there is none (the snapshot relay, which needs it for the MQTT header
+    before the first byte of the image arrives, refuses that answer)."""
     lines = head.split(b"\r\n")
     parts = lines[0].split(b" ", 2)
     if len(parts) < 2 or not parts[0].startswith(b"HTTP/"):
@@ -51,11 +44,9 @@ def parse_head(head, need_length=True):
             try:
                 length = int(value.strip())
             except ValueError:
-                raise MajesticError("majestic sent a bad Content-Length")
+                length = -1
             if length < 0:
                 raise MajesticError("majestic sent a bad Content-Length")
-    if length is None and need_length:
-        raise MajesticError("majestic sent no Content-Length")
     return status, length
 
 
@@ -148,7 +139,7 @@ class Http:
         try:
             sock.connect(self._addr)
         except OSError as e:
-            if e.args[0] not in _EINPROGRESS:
+            if e.args[0] not in (115, 36):   # EINPROGRESS: Linux, and a developer's BSD
                 self._finish("majestic is not reachable on 127.0.0.1:%d (%s)"
                              % (self.port, _why(e)))
                 return
@@ -212,7 +203,7 @@ class Http:
     def _pump(self):
         if self._phase == "head":
             self._read_head()
-        burst = 1 if self._cam.busy else IDLE_BURST
+        burst = 1 if self._cam.busy else 8   # chunks per wakeup: 8 while nothing is timed
         while burst and self._phase == "body" and self._read_body():
             burst -= 1
 
@@ -244,7 +235,7 @@ class Http:
                                     "majestic answered something that is not HTTP")
             return
         handler = self._job[1]
-        status, length = parse_head(bytes(mv[:end]), False)
+        status, length = parse_head(bytes(mv[:end]))
         handler.head(status, length)
         self._left = length
         self._phase = "body"
@@ -265,7 +256,7 @@ class Http:
             # leave the data in the socket: watched, it would wake the loop at once
             self._loop.unwatch(self._sock)
             self._phase = "blocked"
-            self.due = ticks_add(self._cam.now(), BLOCKED_CHECK_US)
+            self.due = ticks_add(self._cam.now(), 5000)   # then ask it again
             return False
         want = CHUNK if self._left is None or self._left > CHUNK else self._left
         n = self._recv_into(self.buf, want)
@@ -312,7 +303,7 @@ def _cpython_reader(sock):
         try:
             return sock.recv_into(buf, n)
         except OSError as e:
-            if e.args[0] in _EAGAIN:
+            if e.args[0] in (11, 35):   # EAGAIN (Linux, BSD)
                 return None
             raise
     return recv_into
