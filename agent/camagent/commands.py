@@ -117,7 +117,7 @@ class Commands:
         for key in doc:
             if key not in ("pan", "tilt", "speed"):
                 raise CommandError("ptz/set: unknown key %r; accepted: pan, tilt, speed"
-                                   % _clip(key))
+                                   % (key if len(key) <= 32 else key[:32] + "..."))
         moves = []
         for name in ("pan", "tilt"):
             if name in doc:
@@ -247,10 +247,6 @@ def _in_range(what, value, low, high, unit):
 
 def _fmt(x):
     return "%.1f" % x if abs(x) < 1e9 else "%g" % x
-
-
-def _clip(text):
-    return text if len(text) <= 32 else text[:32] + "..."
 
 
 # --- the error document -----------------------------------------------------------------
