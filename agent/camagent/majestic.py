@@ -3,10 +3,11 @@
 Http is a loop device that runs one GET at a time and never waits: the
 connect is non-blocking, and the answer is read as the socket becomes readable,
 one buffer (2 KB) per wakeup, so motor steps keep their timing. What to do with
-an answer is the job's handler's business:
+an answer is the job's handler's business (an answer other than 200 OK is
+refused before it sees one):
 
-    handler.head(status, length)  the answer's status and Content-Length (None
-                                  if absent); raises MajesticError to refuse it
+    handler.head(length)          the answer's Content-Length (None if absent);
+                                  raises MajesticError to refuse it
     handler.ready()               True when it can take a chunk now
     handler.chunk(buf, n)         buf[:n] is the next piece of the body
     handler.done(error)           the job ended: None, or a sentence saying why not
@@ -236,7 +237,9 @@ class Http:
             return
         handler = self._job[1]
         status, length = parse_head(bytes(mv[:end]))
-        handler.head(status, length)
+        if status != 200:
+            raise MajesticError("majestic answered HTTP %d for %s" % (status, self._job[0]))
+        handler.head(length)
         self._left = length
         self._phase = "body"
         start = end + 4

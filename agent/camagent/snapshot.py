@@ -122,9 +122,7 @@ class Relay:
                 self.due = ticks_add(now, 1000000)   # look again when MQTT is back
 
     # --- majestic.Http handler ------------------------------------------------------
-    def head(self, status, length):
-        if status != 200:
-            raise MajesticError("majestic answered HTTP %d for %s" % (status, self.path))
+    def head(self, length):
         if length is None:
             raise MajesticError("majestic sent no Content-Length")
         s = self._session
