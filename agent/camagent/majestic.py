@@ -141,7 +141,7 @@ class Http:
             sock.connect(self._addr)
         except OSError as e:
             if e.args[0] not in (115, 36):   # EINPROGRESS: Linux, and a developer's BSD
-                self._finish("majestic is not reachable on 127.0.0.1:%d (%s)"
+                self._finish("majestic is not running (127.0.0.1:%d: %s)"
                              % (self.port, _why(e)))
                 return
         self._poller = select.poll()
@@ -181,10 +181,11 @@ class Http:
         request = b"GET " + self._job[0].encode() + b" HTTP/1.0\r\nHost: 127.0.0.1\r\n" + \
             self._auth + b"\r\n"
         try:
+            # tens of bytes: fits the empty send buffer; after POLLERR or POLLHUP, send
+            # raises the connect's error (ECONNREFUSED)
+            self._sock.send(request)
             if event & (select.POLLERR | select.POLLHUP):
-                self._sock.send(request)   # raises the connect's error (ECONNREFUSED)
                 raise OSError(111)
-            self._sock.send(request)       # tens of bytes: fits the empty send buffer
         except OSError as e:
             self._finish("majestic is not running (127.0.0.1:%d: %s)" % (self.port, _why(e)))
             return
@@ -212,10 +213,9 @@ class Http:
         e = sys.exc_info()[1] if hasattr(sys, "exc_info") else None
         if isinstance(e, MajesticError):
             self._finish(str(e))
-        elif isinstance(e, OSError):
-            self._finish("relaying %s failed: %s" % (self._job[0], _why(e)))
         else:
-            self._finish("relaying %s failed: %r" % (self._job[0], e))
+            self._finish("relaying %s failed: %s" % (
+                self._job[0], _why(e) if isinstance(e, OSError) else repr(e)))
 
     def _read_head(self):
         buf = self.buf
