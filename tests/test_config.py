@@ -82,6 +82,12 @@ BAD_TEXTS = [
      "needs start_speed <= speed <= max_speed"),
     ('{"overrides": {"tilt": {"park": 5000}}}', "overrides.tilt", "park between"),
     ('{"overrides": {"pins": {"pan": [1, 2, 3]}}}', "overrides.pins.pan", "list of 4"),
+    ('{"overrides": {"pins": {"tilt": [1, 2, 3, 2000]}}}', "overrides.pins.tilt[3]",
+     "from 0 to 1023"),
+    ('{"overrides": {"pins": {"led_red": true}}}', "overrides.pins.led_red", "whole number"),
+    ('{"overrides": {"ircut_pulse_ms": 5}}', "overrides.ircut_pulse_ms", "from 20 to 1000"),
+    ('{"night": 5}', "night", "must be a JSON object"),
+    ('{"night": {"initial_mode": ""}}', "night.initial_mode", "one of DAY, NIGHT, AUTO"),
     ('{"overrides": {"motor": 1}}', "overrides.motor", "unknown key"),
     # waits the agent times: MicroPython's ticks_add() refuses ~537 s or more on the camera
     ('{"light_poll_s": 600}', "light_poll_s", "from 1 to 500 (seconds; the camera's "

@@ -12,10 +12,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_head_with_length():
     head = b"HTTP/1.0 200 OK\r\nContent-Type: image/jpeg\r\ncontent-length: 1234"
     assert parse_head(head) == (200, 1234)
+    assert parse_head(b"HTTP/1.0 200 OK\r\nContent-Type: image/jpeg") == (200, None)
 
 
 @pytest.mark.parametrize("head,word", [
-    (b"HTTP/1.0 200 OK\r\nContent-Type: image/jpeg", "no Content-Length"),
     (b"garbage\r\n", "not HTTP"),
     (b"HTTP/1.0 abc OK\r\nContent-Length: 1", "status"),
     (b"HTTP/1.0 200 OK\r\nContent-Length: x", "Content-Length"),
@@ -52,8 +52,9 @@ from camagent.majestic import parse_head, gain_from_line, MajesticError
 head = parse_head(b"HTTP/1.0 200 OK\\r\\nContent-Length: 77")
 g = gain_from_line(b'isp_again{sensor="0"} 3.5')
 o = gain_from_line(b"isp_again_max 9")
+none = parse_head(b"HTTP/1.0 200 OK\\r\\nX: y")
 try:
-    parse_head(b"HTTP/1.0 200 OK\\r\\nX: y")
+    parse_head(b"HTTP/1.0 200 OK\\r\\nContent-Length: -1")
     err = ""
 except MajesticError as e:
     err = str(e)
@@ -61,4 +62,5 @@ except MajesticError as e:
     assert vm.eval("list(head)") == [200, 77]
     assert vm.eval("g") == 3.5
     assert vm.eval("o") is None
-    assert "no Content-Length" in vm.eval("err")
+    assert vm.eval("list(none)") == [200, None]
+    assert "bad Content-Length" in vm.eval("err")

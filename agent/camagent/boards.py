@@ -28,7 +28,9 @@ _TILT = {"min_steps": 0, "max_steps": 1024, "steps_per_degree": 11.378, "park": 
          "speed": 500, "max_speed": 800, "start_speed": 200, "accel": 2000,
          "home_speed": 400, "home_margin": 128}
 
-_COMMON = {"pins": _PINS, "pan": _PAN, "tilt": _TILT,
+# the part of a profile a config's "overrides" may change (config checks them against
+# these defaults): the same on every board so far
+TUNABLE = {"pins": _PINS, "pan": _PAN, "tilt": _TILT,
            "ircut_pulse_ms": 150, "ircut_swap": False, "sd_reset_ms": 100}
 
 BOARDS = {
@@ -38,17 +40,11 @@ BOARDS = {
                            "openipc_board": "ssc333_lite"},
 }
 
-# keys an "overrides" section may change, with the type each must have
-AXIS_KEYS = ("min_steps", "max_steps", "steps_per_degree", "park", "speed", "max_speed",
-             "start_speed", "accel", "home_speed", "home_margin")
-PIN_KEYS = tuple(_PINS)
-SCALAR_KEYS = {"ircut_pulse_ms": int, "ircut_swap": bool, "sd_reset_ms": int}
-
 
 def profile(name, overrides=None):
     """A fresh profile dict for board `name` with `overrides` (already validated) applied."""
     prof = {}
-    for key, value in _COMMON.items():
+    for key, value in TUNABLE.items():
         prof[key] = dict(value) if isinstance(value, dict) else value
     prof.update(BOARDS[name])
     prof["name"] = name

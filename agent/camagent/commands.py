@@ -14,32 +14,30 @@ from .presets import clean_name
 from .stepper import finite
 
 MAX_PAYLOAD = 512
-PREVIEW = 64            # payload bytes quoted back in an error document
-_NUMBER_CHARS = "0123456789+-.eE"
-DIRECTIONS = ("LEFT", "RIGHT", "UP", "DOWN")
-PTZ_KEYS = ("pan", "tilt", "speed")
 
-# suffix under <base>/ -> (method, argument); the received topic is only ever a key here
+# suffix under <base>/ -> the method that runs it, called with the payload and the
+# topic's first level (the device: pan, tilt, led_green ...); the received topic is
+# only ever a key here
 TOPICS = {
-    "pan/set": ("_set", "pan"),
-    "tilt/set": ("_set", "tilt"),
-    "pan/step": ("_step", "pan"),
-    "tilt/step": ("_step", "tilt"),
-    "ptz/set": ("_ptz_set", None),
-    "ptz/move": ("_ptz_move", None),
-    "ptz/stop": ("_ptz_stop", None),
-    "ptz/home": ("_ptz_home", None),
-    "preset/save": ("_preset_save", None),
-    "preset/goto": ("_preset_goto", None),
-    "preset/delete": ("_preset_delete", None),
-    "ir_led/set": ("_ir_led", None),
-    "ir_cut/set": ("_ir_cut", None),
-    "night_mode/set": ("_night_mode", None),
-    "led_green/set": ("_led", "green"),
-    "led_red/set": ("_led", "red"),
-    "sd/reset": ("_sd_reset", None),
-    "light/set": ("_light", None),
-    "snapshot/get": ("_snapshot", None),
+    "pan/set": "_set",
+    "tilt/set": "_set",
+    "pan/step": "_step",
+    "tilt/step": "_step",
+    "ptz/set": "_ptz_set",
+    "ptz/move": "_ptz_move",
+    "ptz/stop": "_ptz_stop",
+    "ptz/home": "_ptz_home",
+    "preset/save": "_preset_save",
+    "preset/goto": "_preset_goto",
+    "preset/delete": "_preset_delete",
+    "ir_led/set": "_ir_led",
+    "ir_cut/set": "_ir_cut",
+    "night_mode/set": "_night_mode",
+    "led_green/set": "_led",
+    "led_red/set": "_led",
+    "sd/reset": "_sd_reset",
+    "light/set": "_light",
+    "snapshot/get": "_snapshot",
 }
 
 
@@ -61,12 +59,12 @@ class Commands:
             if len(payload) > MAX_PAYLOAD:
                 raise CommandError("payload is %d bytes; at most %d accepted"
                                    % (len(payload), MAX_PAYLOAD))
-            entry = TOPICS.get(suffix)
-            if entry is None:
+            method = TOPICS.get(suffix)
+            if method is None:
                 raise CommandError("unknown command topic; accepted: %s"
                                    % ", ".join(sorted(TOPICS)))
             try:
-                getattr(self, entry[0])(payload, entry[1])
+                getattr(self, method)(payload, suffix.split("/")[0])
             except ValueError as e:      # the devices' own range and type checks
                 raise CommandError(str(e))
             except GpioError as e:
@@ -91,22 +89,24 @@ class Commands:
             raise CommandError("%s is homing; wait until it is done or send ptz/stop" % name)
         return axis
 
+    def _aim(self, name, deg):
+        """The axis `name`, once `deg` is a position in its range."""
+        axis = self._axis(name)
+        _in_range(name + " position", deg, axis.min_deg, axis.max_deg, "degrees")
+        return axis
+
     def _set(self, payload, name):
         deg = _number(payload, name + " position in degrees")
-        axis = self._axis(name)
-        _check_range(axis, deg)
-        axis.move_to_deg(deg)
+        self._aim(name, deg).move_to_deg(deg)
 
     def _step(self, payload, name):
         delta = _number(payload, name + " step in degrees (signed)")
         axis = self._axis(name)
-        span = axis.max_deg - axis.min_deg
-        if abs(delta) > span:
-            raise CommandError("%s step %s is larger than the whole range; -%s to %s "
-                               "degrees accepted" % (name, _fmt(delta), _fmt(span), _fmt(span)))
+        span = axis.max_deg - axis.min_deg   # at most the whole range
+        _in_range(name + " step", delta, -span, span, "degrees")
         axis.move_by_deg(delta)   # stops at the soft limit
 
-    def _ptz_set(self, payload, arg):
+    def _ptz_set(self, payload, device):
         try:
             doc = json.loads(_text(payload))
         except ValueError:
@@ -115,42 +115,34 @@ class Commands:
             raise CommandError('ptz/set accepts a JSON object such as '
                                '{"pan": 90, "tilt": 20, "speed": 30}')
         for key in doc:
-            if key not in PTZ_KEYS:
+            if key not in ("pan", "tilt", "speed"):
                 raise CommandError("ptz/set: unknown key %r; accepted: pan, tilt, speed"
-                                   % _clip(key))
+                                   % (key if len(key) <= 32 else key[:32] + "..."))
         moves = []
         for name in ("pan", "tilt"):
             if name in doc:
                 deg = _json_number(doc[name], name)
-                axis = self._axis(name)
-                _check_range(axis, deg)
-                moves.append((axis, deg))
+                moves.append((self._aim(name, deg), deg))
         if not moves:
             raise CommandError("ptz/set needs pan or tilt (degrees); speed alone moves nothing")
         speed = None
         if "speed" in doc:
             speed = _json_number(doc["speed"], "speed")
             top = min(axis.max_speed_dps() for axis, deg in moves)
-            if not 0.1 <= speed <= top:
-                raise CommandError("speed %s is out of range; 0.1 to %s degrees/s accepted"
-                                   % (_fmt(speed), _fmt(int(top * 10) / 10)))
+            _in_range("speed", speed, 0.1, int(top * 10) / 10, "degrees/s")   # as shown
         for axis, deg in moves:   # everything checked: now move
             axis.move_to_deg(deg, speed)
 
-    def _ptz_move(self, payload, arg):
-        word = _word(payload, DIRECTIONS, "ptz/move")
-        if word in ("LEFT", "RIGHT"):
-            axis = self._axis("pan")
-            axis.move_by_deg(self.increment if word == "RIGHT" else -self.increment)
-        else:
-            axis = self._axis("tilt")
-            axis.move_by_deg(self.increment if word == "UP" else -self.increment)
+    def _ptz_move(self, payload, device):
+        word = _word(payload, ("LEFT", "RIGHT", "UP", "DOWN"), "ptz/move")
+        axis = self._axis("pan" if word in ("LEFT", "RIGHT") else "tilt")
+        axis.move_by_deg(self.increment if word in ("RIGHT", "UP") else -self.increment)
 
-    def _ptz_stop(self, payload, arg):
+    def _ptz_stop(self, payload, device):
         for axis in self._in_service():   # one out of service is already released
             axis.stop()
 
-    def _ptz_home(self, payload, arg):
+    def _ptz_home(self, payload, device):
         axes = self._in_service()
         if not axes:
             self._working("pan")
@@ -162,51 +154,47 @@ class Commands:
                 if axis.name not in self.cam.failed]
 
     # --- presets ------------------------------------------------------------------
-    def _preset_save(self, payload, arg):
+    def _preset_save(self, payload, device):
         name = clean_name(_text(payload))
         if self.cam.moving:
             raise CommandError("the camera is moving; save the preset once it has stopped")
         self.presets.save(name, self.cam.pan.steps, self.cam.tilt.steps)
 
-    def _preset_goto(self, payload, arg):
+    def _preset_goto(self, payload, device):
         pan, tilt = self.presets.get(clean_name(_text(payload)))
         pan_axis, tilt_axis = self._axis("pan"), self._axis("tilt")
         pan_axis.move_to(pan)
         tilt_axis.move_to(tilt)
 
-    def _preset_delete(self, payload, arg):
+    def _preset_delete(self, payload, device):
         self.presets.delete(clean_name(_text(payload)))
 
     # --- IR, LEDs, power ----------------------------------------------------------
-    def _ir_led(self, payload, arg):
-        self._working("ir_led")
+    def _ir_led(self, payload, device):
+        self._working(device)
         self.cam.ir.set_led(_word(payload, ("ON", "OFF"), "ir_led/set") == "ON")
 
-    def _ir_cut(self, payload, arg):
-        self._working("ir_cut")
+    def _ir_cut(self, payload, device):
+        self._working(device)
         self.cam.ir.set_cut(_word(payload, CUTS, "ir_cut/set"))
 
-    def _night_mode(self, payload, arg):
+    def _night_mode(self, payload, device):
         if "ir_led" in self.cam.failed:   # one of the two left is enough: it drives that
             self._working("ir_cut")
         self.cam.ir.set_mode(_word(payload, MODES, "night_mode/set"))
 
-    def _led(self, payload, name):
-        self._working("led_" + name)
-        self.cam.leds[name].set(_word(payload, LED_MODES, "led_%s/set" % name))
+    def _led(self, payload, device):
+        self._working(device)
+        self.cam.leds[device[4:]].set(_word(payload, LED_MODES, device + "/set"))
 
-    def _sd_reset(self, payload, arg):
+    def _sd_reset(self, payload, device):
         self._working("sd_reset")
         self.cam.power.sd_reset()
 
-    def _light(self, payload, arg):
-        level = _number(payload, "light level")
-        if not 0 <= level <= 100:
-            raise CommandError("light level %s is out of range; 0 to 100 accepted"
-                               % _fmt(level))
-        self.cam.ir.set_light(level)
+    def _light(self, payload, device):
+        self.cam.ir.set_light(_number(payload, "light level"))   # which checks the range
 
-    def _snapshot(self, payload, arg):
+    def _snapshot(self, payload, device):
         if self.cam.snapshot is None:
             raise CommandError("snapshots need majestic: set majestic.port in the config")
         self.cam.snapshot.request_snapshot("mqtt")   # errors follow on <base>/error
@@ -223,15 +211,13 @@ def _text(payload):
 
 def _number(payload, what):
     text = _text(payload)
-    value = None
-    if text and all(ch in _NUMBER_CHARS for ch in text):
+    # only digits, signs, points and e (float() also takes "nan", "inf" and "1_000")
+    if not text.strip("0123456789+-.eE"):
         try:
-            value = float(text)
+            return _finite(float(text), what)
         except ValueError:
             pass
-    if value is None:
-        raise CommandError("%s must be a decimal number such as 90 or -12.5" % what)
-    return _finite(value, what)
+    raise CommandError("%s must be a decimal number such as 90 or -12.5" % what)
 
 
 def _json_number(value, what):
@@ -253,23 +239,20 @@ def _word(payload, choices, what):
     return word
 
 
-def _check_range(axis, deg):
-    if not axis.min_deg <= deg <= axis.max_deg:
-        raise CommandError("%s position %s is out of range; %s to %s degrees accepted"
-                           % (axis.name, _fmt(deg), _fmt(axis.min_deg), _fmt(axis.max_deg)))
+def _in_range(what, value, low, high, unit):
+    if not low <= value <= high:
+        raise CommandError("%s %s is out of range; %s to %s %s accepted"
+                           % (what, _fmt(value), _fmt(low), _fmt(high), unit))
 
 
 def _fmt(x):
     return "%.1f" % x if abs(x) < 1e9 else "%g" % x
 
 
-def _clip(text):
-    return text if len(text) <= 32 else text[:32] + "..."
-
-
 # --- the error document -----------------------------------------------------------------
-def preview(data, limit=PREVIEW):
-    """Up to `limit` bytes as text: printable ASCII kept, anything else as \\xNN."""
+def preview(data, limit=64):
+    """Up to `limit` bytes as text (64: the payload quoted back in an error document):
+    printable ASCII kept, anything else as \\xNN."""
     out = []
     for b in data[:limit]:
         out.append(chr(b) if 32 <= b < 127 and b != 92 else "\\x%02x" % b)

@@ -3,10 +3,11 @@
 Http is a loop device that runs one GET at a time and never waits: the
 connect is non-blocking, and the answer is read as the socket becomes readable,
 one buffer (2 KB) per wakeup, so motor steps keep their timing. What to do with
-an answer is the job's handler's business:
+an answer is the job's handler's business (an answer other than 200 OK is
+refused before it sees one):
 
-    handler.head(status, length)  the answer's status and Content-Length (None
-                                  if absent); raises MajesticError to refuse it
+    handler.head(length)          the answer's Content-Length (None if absent);
+                                  raises MajesticError to refuse it
     handler.ready()               True when it can take a chunk now
     handler.chunk(buf, n)         buf[:n] is the next piece of the body
     handler.done(error)           the job ended: None, or a sentence saying why not
@@ -19,23 +20,16 @@ from .compat import IS_MICROPYTHON, ticks_add, ticks_diff
 
 CHUNK = 2048              # the one read buffer: an answer head must fit in it
 CONNECT_CHECK_US = 2000   # how often a connect in progress is looked at
-BLOCKED_CHECK_US = 5000   # how often a handler that was not ready is asked again
-IDLE_BURST = 8            # chunks per wakeup while nothing is timed (a move: one)
-_EINPROGRESS = (115, 36)  # Linux, and the BSDs a developer may run the tests on
-_EAGAIN = (11, 35)
 
 
 class MajesticError(Exception):
     pass
 
 
-def parse_head(head, need_length=True):
-    """(status, content_length) from the bytes before the blank line.
-
-    Content-Length is required unless need_length is False (the length is then
-    None): the snapshot relay needs it for the MQTT header before the first
-    byte of the image arrives.
-    """
+def parse_head(head):
+    """(status, content_length) from the bytes before the blank line; the length is
+    None when there is none (the snapshot relay, which needs it for the MQTT header
+    before the first byte of the image arrives, refuses that answer)."""
     lines = head.split(b"\r\n")
     parts = lines[0].split(b" ", 2)
     if len(parts) < 2 or not parts[0].startswith(b"HTTP/"):
@@ -51,11 +45,9 @@ def parse_head(head, need_length=True):
             try:
                 length = int(value.strip())
             except ValueError:
-                raise MajesticError("majestic sent a bad Content-Length")
+                length = -1
             if length < 0:
                 raise MajesticError("majestic sent a bad Content-Length")
-    if length is None and need_length:
-        raise MajesticError("majestic sent no Content-Length")
     return status, length
 
 
@@ -148,8 +140,8 @@ class Http:
         try:
             sock.connect(self._addr)
         except OSError as e:
-            if e.args[0] not in _EINPROGRESS:
-                self._finish("majestic is not reachable on 127.0.0.1:%d (%s)"
+            if e.args[0] not in (115, 36):   # EINPROGRESS: Linux, and a developer's BSD
+                self._finish("majestic is not running (127.0.0.1:%d: %s)"
                              % (self.port, _why(e)))
                 return
         self._poller = select.poll()
@@ -189,10 +181,11 @@ class Http:
         request = b"GET " + self._job[0].encode() + b" HTTP/1.0\r\nHost: 127.0.0.1\r\n" + \
             self._auth + b"\r\n"
         try:
+            # tens of bytes: fits the empty send buffer; after POLLERR or POLLHUP, send
+            # raises the connect's error (ECONNREFUSED)
+            self._sock.send(request)
             if event & (select.POLLERR | select.POLLHUP):
-                self._sock.send(request)   # raises the connect's error (ECONNREFUSED)
                 raise OSError(111)
-            self._sock.send(request)       # tens of bytes: fits the empty send buffer
         except OSError as e:
             self._finish("majestic is not running (127.0.0.1:%d: %s)" % (self.port, _why(e)))
             return
@@ -212,7 +205,7 @@ class Http:
     def _pump(self):
         if self._phase == "head":
             self._read_head()
-        burst = 1 if self._cam.busy else IDLE_BURST
+        burst = 1 if self._cam.busy else 8   # chunks per wakeup: 8 while nothing is timed
         while burst and self._phase == "body" and self._read_body():
             burst -= 1
 
@@ -220,10 +213,9 @@ class Http:
         e = sys.exc_info()[1] if hasattr(sys, "exc_info") else None
         if isinstance(e, MajesticError):
             self._finish(str(e))
-        elif isinstance(e, OSError):
-            self._finish("relaying %s failed: %s" % (self._job[0], _why(e)))
         else:
-            self._finish("relaying %s failed: %r" % (self._job[0], e))
+            self._finish("relaying %s failed: %s" % (
+                self._job[0], _why(e) if isinstance(e, OSError) else repr(e)))
 
     def _read_head(self):
         buf = self.buf
@@ -244,8 +236,10 @@ class Http:
                                     "majestic answered something that is not HTTP")
             return
         handler = self._job[1]
-        status, length = parse_head(bytes(mv[:end]), False)
-        handler.head(status, length)
+        status, length = parse_head(bytes(mv[:end]))
+        if status != 200:
+            raise MajesticError("majestic answered HTTP %d for %s" % (status, self._job[0]))
+        handler.head(length)
         self._left = length
         self._phase = "body"
         start = end + 4
@@ -265,7 +259,7 @@ class Http:
             # leave the data in the socket: watched, it would wake the loop at once
             self._loop.unwatch(self._sock)
             self._phase = "blocked"
-            self.due = ticks_add(self._cam.now(), BLOCKED_CHECK_US)
+            self.due = ticks_add(self._cam.now(), 5000)   # then ask it again
             return False
         want = CHUNK if self._left is None or self._left > CHUNK else self._left
         n = self._recv_into(self.buf, want)
@@ -312,7 +306,7 @@ def _cpython_reader(sock):
         try:
             return sock.recv_into(buf, n)
         except OSError as e:
-            if e.args[0] in _EAGAIN:
+            if e.args[0] in (11, 35):   # EAGAIN (Linux, BSD)
                 return None
             raise
     return recv_into

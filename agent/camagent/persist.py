@@ -11,15 +11,13 @@ import os
 
 from .compat import MinGap, read_text, reason, ticks_add
 
-# A state file holds a few hundred bytes; a bigger one is damaged, and is not read
-STATE_FILE_LIMIT = 4096
-
 
 def read_json(path):
     """The parsed JSON file `path`: None when it is missing, ValueError saying why
     when it cannot be used (too big, not UTF-8, not JSON, nested too deeply)."""
     try:
-        text = read_text(path, STATE_FILE_LIMIT)
+        # a state file holds a few hundred bytes; a bigger one is damaged, and is not read
+        text = read_text(path, 4096)
     except OSError as e:
         raise ValueError("cannot read it: %s" % reason(e))
     except UnicodeError:

@@ -7,8 +7,6 @@ written when it ends, and at exit. In AUTO the light decides the IR LED and the
 filter, so only the mode is kept and AUTO's own switching never writes. A damaged
 file gives the defaults and a sentence in the state's problems, never a crash.
 """
-import os
-
 from .compat import MinGap, ticks_add
 from .ir import CUTS, MODES
 from .led import LED_MODES
@@ -41,8 +39,8 @@ class Settings:
         if not failed or self._kept is None:
             return now
         # a device out of service keeps its setting: the fault is not the user's choice
-        return tuple(self._kept[i] if KEYS[i][0] in failed else now[i]
-                     for i in range(len(KEYS)))
+        return tuple(kept if key in failed else value
+                     for (key, accepted), kept, value in zip(KEYS, self._kept, now))
 
     def restore(self, initial_mode):
         """Apply the saved settings, or the defaults (night mode `initial_mode`). Run
@@ -111,9 +109,9 @@ class Settings:
         if cur == self._kept:
             return
         doc = {}
-        for i in range(len(KEYS)):
-            if cur[i] is not None:
-                doc[KEYS[i][0]] = cur[i]
+        for (key, accepted), value in zip(KEYS, cur):
+            if value is not None:
+                doc[key] = value
         # adopted even if the write fails: a full flash is reported, not retried per change
         self._kept = cur
         try:

@@ -21,8 +21,6 @@ from .commands import error_document
 from .compat import ipoll, ticks_add
 from .majestic import MajesticError
 
-MAX_HELD = 8    # publications held during one snapshot; beyond, the oldest error reply goes
-
 
 def publish_head(topic, body_len, retain=False):
     """Fixed header + topic of a QoS 0 PUBLISH carrying body_len bytes."""
@@ -31,16 +29,11 @@ def publish_head(topic, body_len, retain=False):
     remaining = 2 + len(topic) + body_len
     if remaining > 268435455:
         raise ValueError("snapshot too big for one MQTT packet")
-    head = bytearray()
-    head.append(0x31 if retain else 0x30)
-    while True:
-        byte = remaining & 0x7F
+    head = bytearray((0x31 if retain else 0x30,))
+    while remaining > 0x7F:           # the remaining length, 7 bits a byte
+        head.append(remaining & 0x7F | 0x80)
         remaining >>= 7
-        if remaining:
-            head.append(byte | 0x80)
-        else:
-            head.append(byte)
-            break
+    head.append(remaining)
     head.append(len(topic) >> 8)
     head.append(len(topic) & 0xFF)
     head.extend(topic)
@@ -109,9 +102,7 @@ class Relay:
         if self._reason is not None:
             return False
         self._reason = reason
-        if not self._http.get(self.path, self):
-            return False
-        return True
+        return self._http.get(self.path, self)
 
     @property
     def holding(self):
@@ -131,9 +122,7 @@ class Relay:
                 self.due = ticks_add(now, 1000000)   # look again when MQTT is back
 
     # --- majestic.Http handler ------------------------------------------------------
-    def head(self, status, length):
-        if status != 200:
-            raise MajesticError("majestic answered HTTP %d for %s" % (status, self.path))
+    def head(self, length):
         if length is None:
             raise MajesticError("majestic sent no Content-Length")
         s = self._session
@@ -225,8 +214,9 @@ class Relay:
                 if entry[0] == topic:
                     entry[1] = payload
                     return
-        if len(self._held) >= MAX_HELD:
-            # the oldest that is not retained (an error reply): the state must get out
+        if len(self._held) >= 8:
+            # 8 held: the oldest that is not retained (an error reply) goes, the state
+            # must get out
             i = 0
             while i < len(self._held) - 1 and self._held[i][2]:
                 i += 1
