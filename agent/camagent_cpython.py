@@ -20,6 +20,11 @@ _MASK = _PERIOD - 1
 _HALF = _PERIOD >> 1
 
 
+def const(value):
+    """micropython.const: on CPython just the value."""
+    return value
+
+
 def ticks_us():
     return (time.monotonic_ns() // 1000) & _MASK
 

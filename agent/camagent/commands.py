@@ -7,13 +7,15 @@ the session publishes it on <base>/error.
 """
 import json
 
+from .compat import const
+
 from .gpio import GpioError
 from .ir import CUTS, MODES
 from .led import LED_MODES
 from .presets import clean_name
 from .stepper import finite
 
-MAX_PAYLOAD = 512
+MAX_PAYLOAD = const(512)
 
 # suffix under <base>/ -> the method that runs it, called with the payload and the
 # topic's first level (the device: pan, tilt, led_green ...); the received topic is

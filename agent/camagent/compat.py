@@ -13,12 +13,10 @@ import sys
 
 IS_MICROPYTHON = sys.implementation.name == "micropython"
 
-# The longest delta ticks_add() takes on a 32-bit build such as the camera's: it raises
-# OverflowError from half the 2**30 us tick period (~537 s) on. Ages beyond it cannot be
-# measured with ticks_diff() either.
-MAX_DELAY_US = (1 << 29) - 1
-
 if IS_MICROPYTHON:
+    # const(): the compiler writes the value where the name is used, and stores no
+    # name at all for one that starts with _ (the others stay importable)
+    from micropython import const
     from time import ticks_us, ticks_ms, ticks_diff, ticks_add, sleep_us, sleep_ms
 
     def ipoll(poller, timeout_ms):
@@ -38,8 +36,13 @@ if IS_MICROPYTHON:
 
 else:
     # CPython (development): stand-ins kept outside the package, so they never ship
-    from camagent_cpython import (ticks_us, ticks_ms, ticks_diff, ticks_add, sleep_us,
+    from camagent_cpython import (const, ticks_us, ticks_ms, ticks_diff, ticks_add, sleep_us,
                                   sleep_ms, ipoll, poll_key, install_term_handler)
+
+# The longest delta ticks_add() takes on a 32-bit build such as the camera's: it raises
+# OverflowError from half the 2**30 us tick period (~537 s) on. Ages beyond it cannot be
+# measured with ticks_diff() either.
+MAX_DELAY_US = const((1 << 29) - 1)
 
 
 class MinGap:

@@ -7,7 +7,7 @@ ConfigError naming the file and the dotted key.
 import os
 
 from . import boards
-from .compat import hostname, read_text, reason
+from .compat import const, hostname, read_text, reason
 from .ir import MODES
 from .persist import ensure_dir, parse_json
 
@@ -59,7 +59,7 @@ DEFAULTS = {
 
 # The longest wait the agent times itself: on the camera (32-bit MicroPython) ticks_us
 # wraps every ~1074 s and ticks_add() refuses ~537 s (compat.MAX_DELAY_US) or more
-TIMER_MAX_S = 500
+TIMER_MAX_S = const(500)
 
 # Axis settings (overrides.pan.*, overrides.tilt.*), bounded by what a step loop that
 # makes one sysfs write per half-step can do: 10,000 half-steps/s is a write every
@@ -92,7 +92,7 @@ LIMITS = {
 }
 # The ramp table holds one 4-byte step interval per accelerating half-step, for the
 # whole agent's life: (fastest^2 - start_speed^2) / (2 accel) entries
-MAX_RAMP_STEPS = 1000
+MAX_RAMP_STEPS = const(1000)
 
 # a default's type, as a sentence says what a value must be
 _TYPE_NAMES = {bool: "true or false", int: "a whole number", float: "a number",

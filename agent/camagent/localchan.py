@@ -5,18 +5,18 @@ unix sockets; a FIFO could not answer get_position). One request per
 connection: a line of at most MAX_LINE bytes, a known verb and the number of
 words it takes, answered with "ok" (and data lines) or "error <reason>", then the
 connection is closed. Nothing here runs a shell; every socket is non-blocking
-and a silent client is dropped after CLIENT_TIMEOUT_US, so the step loop never
+and a silent client is dropped after _CLIENT_TIMEOUT_US, so the step loop never
 waits on the channel.
 """
 import errno
 import sys
 
-from .compat import reason, ticks_add, ticks_diff
+from .compat import const, reason, ticks_add, ticks_diff
 
-MAX_LINE = 128
-MAX_CLIENTS = 4             # open requests at once; more wait in the listen backlog
-ACCEPTS_PER_WAKEUP = 4      # a flood of connections must not starve the motors
-CLIENT_TIMEOUT_US = 2000000
+MAX_LINE = const(128)
+MAX_CLIENTS = const(4)  # open requests at once; more wait in the listen backlog
+_ACCEPTS_PER_WAKEUP = const(4)  # a flood of connections must not starve the motors
+_CLIENT_TIMEOUT_US = const(2000000)
 
 # verb -> (fewest, most) arguments
 VERBS = {
@@ -90,7 +90,7 @@ class Channel:
 
     def _accept(self):
         now = self.loop.clock()
-        for _ in range(ACCEPTS_PER_WAKEUP):
+        for _ in range(_ACCEPTS_PER_WAKEUP):
             if len(self.clients) >= MAX_CLIENTS:
                 # full: later clients wait in the kernel's backlog, and the listener
                 # is not watched until a slot frees (it would wake the loop for nothing)
@@ -101,7 +101,7 @@ class Channel:
             except OSError:
                 break           # nothing (more) waiting
             conn.setblocking(False)
-            client = [conn, b"", ticks_add(now, CLIENT_TIMEOUT_US)]
+            client = [conn, b"", ticks_add(now, _CLIENT_TIMEOUT_US)]
             self.clients.append(client)
             self._watch(client)
         self._schedule()
@@ -153,7 +153,7 @@ class Channel:
             if ticks_diff(now, client[2]) >= 0:
                 self.failed += 1
                 self._drop(client, ("error no complete line within %d s\n"
-                                    % (CLIENT_TIMEOUT_US // 1000000)).encode())
+                                    % (_CLIENT_TIMEOUT_US // 1000000)).encode())
         self._schedule()
 
     def _schedule(self):

@@ -7,12 +7,12 @@ socket has data, so an idle agent costs no CPU.
 """
 import select
 
-from .compat import ticks_us, ticks_diff, sleep_us, ipoll, poll_key
+from .compat import const, ticks_us, ticks_diff, sleep_us, ipoll, poll_key
 
 # While deadlines stay closer than this, the loop sleeps precisely with sleep_us and
 # looks at the sockets (a poll that does not wait) at least this often; longer waits
 # are spent in poll(), whose timeout has only ms resolution, watching the sockets.
-_SOCKET_CHECK_US = 20000
+_SOCKET_CHECK_US = const(20000)
 
 
 class Loop:

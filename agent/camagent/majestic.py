@@ -16,10 +16,10 @@ Also here: the pure parsing of an answer's head and of `/metrics/isp` lines.
 """
 import sys
 
-from .compat import IS_MICROPYTHON, ticks_add, ticks_diff
+from .compat import IS_MICROPYTHON, const, ticks_add, ticks_diff
 
-CHUNK = 2048              # the one read buffer: an answer head must fit in it
-CONNECT_CHECK_US = 2000   # how often a connect in progress is looked at
+_CHUNK = const(2048)  # the one read buffer: an answer head must fit in it
+_CONNECT_CHECK_US = const(2000)  # how often a connect in progress is looked at
 
 
 class MajesticError(Exception):
@@ -88,7 +88,7 @@ class Http:
         self.port = port
         self._addr = socket.getaddrinfo("127.0.0.1", port)[0][-1]
         self._timeout_us = timeout_s * 1000000
-        self.buf = bytearray(CHUNK)
+        self.buf = bytearray(_CHUNK)
         self._queue = []        # [path, handler] waiting their turn
         self._job = None        # the [path, handler] running
         self._sock = None
@@ -147,7 +147,7 @@ class Http:
         self._poller = select.poll()
         self._poller.register(sock, select.POLLOUT)
         self._phase = "connect"
-        self.due = ticks_add(now, CONNECT_CHECK_US)
+        self.due = ticks_add(now, _CONNECT_CHECK_US)
 
     def tick(self, now):
         if self._job is None:
@@ -174,7 +174,7 @@ class Http:
         for obj, event in self._poller.poll(0):
             break
         if not event:
-            self.due = ticks_add(now, CONNECT_CHECK_US)
+            self.due = ticks_add(now, _CONNECT_CHECK_US)
             if ticks_diff(self.due, self._deadline) > 0:
                 self.due = self._deadline
             return
@@ -220,7 +220,7 @@ class Http:
     def _read_head(self):
         buf = self.buf
         mv = memoryview(buf)
-        n = self._recv_into(mv[self._fill:], CHUNK - self._fill)
+        n = self._recv_into(mv[self._fill:], _CHUNK - self._fill)
         if n is None:
             return
         if n == 0:
@@ -230,8 +230,8 @@ class Http:
         self._fill += n
         end = buf.find(b"\r\n\r\n", 0, self._fill)
         if end < 0:
-            if self._fill == CHUNK:
-                raise MajesticError("majestic's answer head is longer than %d bytes" % CHUNK
+            if self._fill == _CHUNK:
+                raise MajesticError("majestic's answer head is longer than %d bytes" % _CHUNK
                                     if buf.startswith(b"HTTP/") else
                                     "majestic answered something that is not HTTP")
             return
@@ -261,7 +261,7 @@ class Http:
             self._phase = "blocked"
             self.due = ticks_add(self._cam.now(), 5000)   # then ask it again
             return False
-        want = CHUNK if self._left is None or self._left > CHUNK else self._left
+        want = _CHUNK if self._left is None or self._left > _CHUNK else self._left
         n = self._recv_into(self.buf, want)
         if n is None:
             return False

@@ -22,20 +22,14 @@ from umqtt.simple import MQTTClient, MQTTException
 
 from . import VERSION
 from .commands import MAX_PAYLOAD, CommandError, Commands, error_document
-from .compat import IS_MICROPYTHON, MinGap, ipoll, ticks_add, ticks_diff, ticks_ms
+from .compat import IS_MICROPYTHON, MinGap, const, ipoll, ticks_add, ticks_diff, ticks_ms
 from .discovery import Discovery, camera_ip, video_urls
 from .instance import Instance
 from .presets import Presets
 from .status import Status
 
-try:
-    from micropython import const
-except ImportError:   # CPython
-    def const(value):
-        return value
-
-# const(): MicroPython's compiler writes these values where they are used, and does not
-# even store the names starting with _ (tests import the others)
+# const() (compat): the values are written where they are used, and the names starting
+# with _ are not even stored (tests import the others)
 IO_TIMEOUT_S = const(5)           # connect, TLS handshake, a write; and a packet's deadline
 _RX_MIN_RATE = const(32768)       # B/s: a big packet gets IO_TIMEOUT_S plus its size at this
 _RX_MAX_EXTRA_S = const(300)      # rate, but no more (ticks_add reaches ~537 s ahead)

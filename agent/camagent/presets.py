@@ -4,11 +4,11 @@ Positions are stored in half-steps, the motors' own unit, so a preset keeps
 pointing at the same spot if the degree calibration is changed later. Names are
 display text only (they become Home Assistant select options), never paths.
 """
-from .compat import reason
+from .compat import const, reason
 from .persist import _is_int, read_json, write_json
 
-MAX_PRESETS = 16
-MAX_NAME = 24
+MAX_PRESETS = const(16)
+_MAX_NAME = const(24)
 NAME_CHARS = "letters, digits, space, - _ ."
 
 
@@ -17,10 +17,10 @@ def clean_name(text):
     name = " ".join(text.split())
     if not name:
         raise ValueError("a preset name is needed: 1 to %d characters (%s)"
-                         % (MAX_NAME, NAME_CHARS))
-    if len(name) > MAX_NAME:
+                         % (_MAX_NAME, NAME_CHARS))
+    if len(name) > _MAX_NAME:
         raise ValueError("preset name is %d characters long; at most %d accepted"
-                         % (len(name), MAX_NAME))
+                         % (len(name), _MAX_NAME))
     for ch in name:
         if ord(ch) > 126 or not (ch.isalpha() or ch.isdigit() or ch in " -_."):
             raise ValueError("preset name %r has a character that is not accepted; "
