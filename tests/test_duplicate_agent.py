@@ -16,7 +16,9 @@ from broker_fixtures import (Agent, Watcher, mosquitto, send,  # noqa: F401
 from mpvm import MicroVM
 
 MICROPYTHON = os.environ.get("MICROPYTHON")
-SLOW_S = 90     # the same-client-id twins take turns with reconnect backoff in between
+# The same-client-id twins take turns with reconnect backoff in between: usually a few
+# seconds, but each round doubles the delay, so a loaded machine gets headroom.
+SLOW_S = 150
 
 
 def conflict(device_id, other):
@@ -46,7 +48,12 @@ def each_reports_the_other(w, agents, timeout):
         ids = list(found)
         return len(ids) == 2 and all(conflict("twin", ids[1 - i]) in found[ids[i]]
                                      for i in range(2))
-    wait_until(reported, timeout=timeout, what="each twin to report the other")
+    try:
+        wait_until(reported, timeout=timeout, what="each twin to report the other")
+    except AssertionError as e:   # say what each saw, for a failure that is rare
+        seen = [(d["instance"], d["states"], d["problems"]) for d in states(w, "camagent/twin")]
+        raise AssertionError("%s; states (instance, count, problems): %s; logs: %s" % (
+            e, seen[-12:], [agent.log()[-1500:] for agent in agents])) from None
     ids = {doc["instance"] for doc in states(w, "camagent/twin")}
     for agent in agents:
         wait_until(lambda: "another agent with device_id twin" in agent.log(),
