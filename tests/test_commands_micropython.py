@@ -26,7 +26,9 @@ DOC = {"gpio_root": "host", "state_dir": "/input/state", "device_id": "vmcam",
        "sd_reset_on_start": False,
        "night": {"initial_mode": "DAY", "dark_below": 20, "light_above": 40, "min_dwell_s": 0}}
 
-SETUP = """
+# a camera in the VM, started and settled for 1 s of fake time, with its command table
+# (also test_onvif_micropython's)
+CAMERA_SETUP = """
 import json
 from camagent import config
 from camagent.camera import Camera
@@ -38,7 +40,9 @@ cam = Camera(config.parse(json.dumps(doc)), gpio=HostGpio(), loop=loop)
 cam.start()
 clock.run_loop(loop, 1000000)
 cmd = Commands(cam, Presets("/input/state/presets.json"), 10.0)
+"""
 
+SETUP = CAMERA_SETUP + """
 def attempt(cases):
     out = []
     for suffix, payload in cases:

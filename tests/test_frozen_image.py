@@ -24,9 +24,9 @@ def test_frozen_is_the_default_and_no_frozen_says_not_set(tree, tmp_path):  # no
     assert ", agent as .mpy files" in p.defconfig
 
 
-def test_the_package_option_defaults_to_frozen():
+def test_the_package_option_defaults_to_frozen(monkeypatch):
     """A Buildroot config of one's own that selects camagent gets the frozen agent too."""
-    os.environ.setdefault("BR2_EXTERNAL_CAMAGENT_PATH", EXTERNAL)
+    monkeypatch.setenv("BR2_EXTERNAL_CAMAGENT_PATH", EXTERNAL)
     conf = kconfiglib.Kconfig(os.path.join(EXTERNAL, "package", "camagent", "Config.in"),
                               warn=False)
     default = conf.syms["BR2_PACKAGE_CAMAGENT_FROZEN"].defaults

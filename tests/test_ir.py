@@ -22,6 +22,15 @@ def rig(tmp_path):
     r.close()
 
 
+def light_file_rig(tmp_path, poll_s, dwell_s):
+    """(the light file, a rig in AUTO reading it every poll_s); the file starts at 90."""
+    light = tmp_path / "light"
+    light.write_text("90\n")
+    return light, make(tmp_path, light_file=str(light), light_poll_s=poll_s,
+                       night={"initial_mode": "AUTO", "dark_below": 20, "light_above": 40,
+                              "min_dwell_s": dwell_s})
+
+
 def coil_states(rig, since=0):
     """(open, close) coil levels after every write to either coil, with times."""
     pins = rig.pins("ircut_open") + rig.pins("ircut_close")
@@ -144,11 +153,7 @@ def test_auto_does_not_flap(rig):
 
 
 def test_light_file_feeds_auto(tmp_path):
-    light = tmp_path / "light"
-    light.write_text("90\n")
-    r = make(tmp_path, light_file=str(light), light_poll_s=5,
-             night={"initial_mode": "AUTO", "dark_below": 20, "light_above": 40,
-                    "min_dwell_s": 0})
+    light, r = light_file_rig(tmp_path, poll_s=5, dwell_s=0)
     try:
         r.loop.run_for(6000000)
         assert r.cam.ir.cut == "DAY"
@@ -164,11 +169,7 @@ def test_light_file_feeds_auto(tmp_path):
 
 def test_a_light_file_that_recovers_at_the_same_level_clears_its_problem(tmp_path):
     """The state goes out when the problem ends, though the level did not change."""
-    light = tmp_path / "light"
-    light.write_text("90\n")
-    r = make(tmp_path, light_file=str(light), light_poll_s=10,
-             night={"initial_mode": "AUTO", "dark_below": 20, "light_above": 40,
-                    "min_dwell_s": 60})
+    light, r = light_file_rig(tmp_path, poll_s=10, dwell_s=60)
     try:
         r.loop.run_for(11000000)
         light.write_text("garbage")
@@ -259,11 +260,7 @@ def test_auto_dwell_is_kept_across_the_wrap(tmp_path):
 
 
 def test_an_unchanged_light_level_publishes_nothing(tmp_path):
-    light = tmp_path / "light"
-    light.write_text("90\n")
-    r = make(tmp_path, light_file=str(light), light_poll_s=10,
-             night={"initial_mode": "AUTO", "dark_below": 20, "light_above": 40,
-                    "min_dwell_s": 60})
+    light, r = light_file_rig(tmp_path, poll_s=10, dwell_s=60)
     try:
         r.loop.run_for(11000000)
         assert r.cam.ir.light == 90 and r.cam.ir.cut == "DAY"

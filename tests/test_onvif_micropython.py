@@ -14,27 +14,14 @@ from camagent.localchan import parse_line
 from camagent.onvif import OnvifPtz, preset_number
 from camagent.presets import Presets
 from mpvm import MicroVM
+from test_commands_micropython import CAMERA_SETUP, DOC
 
 pytestmark = pytest.mark.micropython
 
-DOC = {"gpio_root": "host", "state_dir": "/input/state", "device_id": "vmcam",
-       "sd_reset_on_start": False,
-       "night": {"initial_mode": "DAY", "dark_below": 20, "light_above": 40, "min_dwell_s": 0}}
-
-SETUP = """
-import json
-from camagent import config
-from camagent.camera import Camera
-from camagent.loop import Loop
-from camagent.commands import Commands
-from camagent.presets import Presets
+SETUP = CAMERA_SETUP + """
 from camagent.localchan import parse_line
 from camagent.onvif import OnvifPtz
-loop = Loop()
-cam = Camera(config.parse(json.dumps(doc)), gpio=HostGpio(), loop=loop)
-cam.start()
-clock.run_loop(loop, 1000000)
-ptz = OnvifPtz(cam, Commands(cam, Presets("/input/state/presets.json"), 10.0))
+ptz = OnvifPtz(cam, cmd)
 
 def ask(lines):
     out = []

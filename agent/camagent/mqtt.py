@@ -544,7 +544,9 @@ class Session:
             else:
                 break        # nothing more within wait_ms
             self._on_readable()
-        return not self._awaited
+        came = not self._awaited
+        self._awaited = None     # a late answer is an ordinary packet
+        return came
 
     # --- receiving ------------------------------------------------------------------
     def _on_readable(self):
